@@ -1,0 +1,86 @@
+"""``kd-suite`` command line: LightningCLI for fit/validate/test/predict plus the suite's own tools.
+
+``kd-suite fit --config X.yaml`` builds the Distiller and DataModule named by ``class_path`` in the config; unknown or
+misspelled keys are rejected before anything is built. ``kd-suite data|evaluate|profile|demo`` are plain commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from .distiller import Distiller
+
+#: extra subcommands → module exposing ``main(argv: list[str]) -> int``
+TOOLS = {
+    "data": ("kd_suite.tools.data", "generate synthetic datasets (synth) or render sample grids (show)"),
+    "evaluate": ("kd_suite.tools.evaluate", "score prediction files against ground truth with the official protocol"),
+    "profile": ("kd_suite.tools.profile", "params, GFLOPs and CPU latency of the student and teacher of a config"),
+    "demo": ("kd_suite.tools.demo", "teacher → baseline → KD student on built-in synthetic data, with a report"),
+}
+
+
+class KDCLI(LightningCLI):
+    """LightningCLI in subclass mode: any :class:`Distiller` and any ``LightningDataModule`` by ``class_path``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "trainer_defaults",
+            {"default_root_dir": "runs", "logger": {"class_path": "kd_suite.loggers.KDWandbLogger"}},
+        )
+        super().__init__(
+            Distiller,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "yaml"},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.get("trainer", {}).get("logger")
+        if isinstance(logger, dict) or hasattr(logger, "init_args"):
+            init = logger["init_args"]
+            if str(logger["class_path"]).endswith("KDWandbLogger"):
+                stems = [Path(str(c)).stem for c in (config.get("config") or [])]
+                if init.get("name") is None and stems:
+                    init["name"] = f"{stems[-1]}-seed{config.get('seed_everything')}"
+                if init.get("group") is None:
+                    model = str(config["model"]["class_path"]).rsplit(".", 1)[-1]
+                    data = str(config["data"]["class_path"]).rsplit(".", 1)[-1]
+                    init["group"] = f"{model}/{data}"
+
+
+def _usage() -> str:
+    lines = ["usage: kd-suite {fit,validate,test,predict," + ",".join(TOOLS) + "} ...", "", "commands:"]
+    lines += [f"  {n:<9} Lightning {n} of a Distiller config (--config X.yaml)" for n in ("fit", "validate", "test")]
+    lines += ["  predict   Lightning predict of a Distiller config"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in TOOLS.items()]
+    lines += ["", "Run 'kd-suite COMMAND --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``kd-suite`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in TOOLS:
+        module = importlib.import_module(TOOLS[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
+    KDCLI(args=argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

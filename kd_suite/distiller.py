@@ -1,0 +1,197 @@
+"""The shared teacher–student LightningModule that every task module derives from."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from .losses.base import DistillLoss
+from .outputs import ModelOutput, check_tap
+from .teacher import fingerprint, freeze, load_weights
+
+
+
+def _is_plain(value: Any) -> bool:
+    """True for config-like data that can be stored in a checkpoint and read back with ``weights_only=True``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+class Distiller(L.LightningModule):
+    """Teacher–student system: a trainable student, frozen teacher(s) and weighted distillation terms.
+
+    With no teacher it trains the student alone, which is how teachers and baselines are trained, so every run of an
+    experiment shares one code path. Subclasses implement :meth:`task_loss` and their validation metrics.
+
+    Invariants (tested): teachers are frozen, stay in eval mode even when ``.train()`` is called, run under
+    ``torch.no_grad()`` and never enter the optimizer; their weights are not written to checkpoints, which record
+    their provenance (class, weights file, sha256) instead and re-attach them on load. Distillation terms run in fp32
+    with autocast disabled, so bf16/fp16 mixed precision cannot overflow their softmaxes and logs.
+
+    Args:
+        student: the network being trained.
+        teacher: one frozen teacher, a list (teacher + assistants for densely guided KD), or ``None``.
+        teacher_ckpt: weights file(s) for the teacher(s), one per teacher; ``None`` keeps the built weights (e.g.
+            timm ``pretrained=True``).
+        losses: named distillation terms; each is logged as ``train/kd/<name>``.
+        optimizer: optimizer factory, called with the trainable parameters (student + adapters).
+        scheduler: optional LR scheduler factory.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | list[nn.Module] | None = None,
+        teacher_ckpt: str | list[str] | None = None,
+        losses: dict[str, DistillLoss] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for key in [k for k, v in self.hparams.items() if not _is_plain(v)]:
+            self.hparams.pop(key)  # objects (modules, callables) cannot be restored with weights_only=True
+        self.student = student
+        teachers = [] if teacher is None else list(teacher) if isinstance(teacher, Sequence) else [teacher]
+        ckpts = [] if teacher_ckpt is None else [teacher_ckpt] if isinstance(teacher_ckpt, str) else list(teacher_ckpt)
+        if ckpts and len(ckpts) != len(teachers):
+            raise ValueError(f"teacher_ckpt lists {len(ckpts)} files for {len(teachers)} teacher(s); give one per teacher")
+        self.teachers = nn.ModuleList(freeze(t) for t in teachers)
+        self.teacher_meta = [
+            {"class": f"{type(t).__module__}.{type(t).__qualname__}", "ckpt": None, "sha256": None} for t in teachers
+        ]
+        for meta, t, path in zip(self.teacher_meta, self.teachers, ckpts):
+            if path is not None:
+                meta.update(ckpt=str(path), sha256=load_weights(t, path))
+        self.losses = nn.ModuleDict(losses or {})
+        if self.losses and not self.teachers:
+            raise ValueError(f"distillation terms {list(self.losses)} are configured but no teacher is; add model.teacher")
+        for name, loss in self.losses.items():
+            self._bind(name, loss)
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+
+    # ------------------------------------------------------------------ construction
+    def _bind(self, name: str, loss: DistillLoss) -> None:
+        """Size the term's adapters from the declared taps of the student and its teacher (never lazily)."""
+        if loss.multi_teacher:
+            teacher = self.teachers[0]
+        elif loss.teacher_index >= len(self.teachers):
+            raise ValueError(f"losses.{name}: teacher_index={loss.teacher_index} but {len(self.teachers)} teacher(s)")
+        else:
+            teacher = self.teachers[loss.teacher_index]
+        s_info = check_tap(_taps(self.student), loss.student_tap, f"losses.{name}: student {type(self.student).__name__}")
+        t_info = check_tap(_taps(teacher), loss.teacher_tap, f"losses.{name}: teacher {type(teacher).__name__}")
+        loss.bind(s_info, t_info)
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        self.teachers.eval()  # invariant: teacher BN statistics and dropout never change
+        return self
+
+    # ------------------------------------------------------------------ forward passes
+    def forward(self, image: Tensor) -> ModelOutput:
+        return self.student(image)
+
+    @torch.no_grad()  # not inference_mode: teacher tensors enter autograd-tracked losses
+    def teacher_forward(self, image: Tensor) -> list[ModelOutput]:
+        return [t(image) for t in self.teachers]
+
+    def task_loss(self, output: ModelOutput, batch: Any) -> dict[str, Tensor]:
+        """Supervised loss terms of the task, by name (summed into the total)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement task_loss(output, batch)")
+
+    def distill_terms(self, student: ModelOutput, teachers: list[ModelOutput], batch: Any) -> dict[str, Tensor]:
+        """Weighted, scheduled distillation terms, computed in fp32 with autocast off."""
+        if not self.losses:
+            return {}
+        progress = self._epoch_progress()
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        terms = {}
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            for name, loss in self.losses.items():
+                factor = loss.weight * (loss.schedule.factor(progress, max_epochs) if loss.schedule else 1.0)
+                teacher = teachers if loss.multi_teacher else teachers[loss.teacher_index]
+                terms[name] = factor * loss(student, teacher, batch)
+        return terms
+
+    def _epoch_progress(self) -> float:
+        if self._trainer is None:
+            return 0.0
+        n = self.trainer.num_training_batches
+        step_in_epoch = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+        frac = step_in_epoch / n if isinstance(n, int) and n > 0 else 0.0
+        return self.current_epoch + max(0.0, frac)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        student = self.student(batch.image)
+        teachers = self.teacher_forward(batch.image) if self.losses else []
+        task = self.task_loss(student, batch)
+        kd = self.distill_terms(student, teachers, batch)
+        total = sum(task.values()) + sum(kd.values())
+        bs = batch.image.shape[0]
+        logs = {f"train/task/{k}": v.detach() for k, v in task.items()}
+        logs |= {f"train/kd/{k}": v.detach() for k, v in kd.items()}
+        self.log_dict(logs, batch_size=bs, sync_dist=False)
+        self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
+        return total
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]  # student + adapters; teachers are frozen
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("teachers.")]:
+            del state[key]  # student checkpoints carry provenance, not teacher weights
+        checkpoint["kd_meta"] = {"teachers": [dict(m) for m in self.teacher_meta]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        state.update({k: v for k, v in self.state_dict().items() if k.startswith("teachers.")})
+        saved = checkpoint.get("kd_meta", {}).get("teachers", [])
+        for old, new in zip(saved, self.teacher_meta):
+            if old.get("sha256") and new.get("sha256") and old["sha256"] != new["sha256"]:
+                warnings.warn(
+                    f"teacher weights differ from the ones this checkpoint was trained with: {old['ckpt']} "
+                    f"(sha256 {old['sha256'][:12]}) vs {new['ckpt']} (sha256 {new['sha256'][:12]})",
+                    stacklevel=2,
+                )
+
+    def teacher_fingerprints(self) -> list[str]:
+        """Bit-exact fingerprints of every teacher (parameters and buffers)."""
+        return [fingerprint(t) for t in self.teachers]
+
+    def student_state_dict(self) -> dict[str, Tensor]:
+        """The student's weights alone, ready for deployment or to serve as the next teacher."""
+        return self.student.state_dict()
+
+
+def _taps(model: nn.Module) -> dict:
+    taps = getattr(model, "tap_info", None)
+    if not isinstance(taps, dict):
+        raise TypeError(
+            f"{type(model).__name__} declares no tap_info; kd-suite models expose "
+            "tap_info: dict[str, TapInfo] so distillation adapters can be sized at construction"
+        )
+    return taps

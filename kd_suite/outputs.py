@@ -1,0 +1,117 @@
+"""Typed model outputs and the tap mechanism that lets a distillation term name what it reads.
+
+Every model in kd-suite returns a dataclass derived from :class:`ModelOutput`. A *tap* is the name of one tensor in
+that output: a field (``"logits"``) or one element of a list field (``"features.2"``, ``"features.-1"``). Models
+declare at construction which taps they produce together with their channel count and stride, so distillation
+adapters can be sized in ``__init__`` without a dummy forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """Static facts about one tapped tensor.
+
+    Args:
+        channels: size of dim 1 (classes for logits, joints for heatmaps, C for features, K for coordinates).
+        stride: input pixels per output pixel (e.g. 8 for a 1/8 feature map); 0 for non-spatial taps.
+    """
+
+    channels: int
+    stride: int
+
+
+@dataclass
+class ModelOutput:
+    """Base class of all model outputs. ``features`` is the multi-level pyramid, finest first."""
+
+    features: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class ParsingOutput(ModelOutput):
+    """Human-parsing / segmentation output.
+
+    Attributes:
+        logits: (B, C, h, w) main head logits at the head's stride (not upsampled).
+        aux_logits: deep-supervision logits, each (B, C, h_i, w_i); empty at eval.
+        embedding: (B, D, h, w) decoder feature that feeds the head (GSKD/CWD feature tap).
+    """
+
+    logits: Tensor | None = None
+    aux_logits: list[Tensor] = field(default_factory=list)
+    embedding: Tensor | None = None
+
+
+@dataclass
+class PoseOutput(ModelOutput):
+    """Pose output. Heatmap models fill ``heatmaps``; regression models fill ``coords``.
+
+    Attributes:
+        heatmaps: (B, K, h, w) joint heatmaps.
+        coords: (B, K, 2) joint coordinates normalised to [0, 1] as (x, y) over the input image.
+        scores: (B, K) joint confidence logits.
+        sigmas: (B, K, 2) predicted spread (normalised units), for simulated heatmaps.
+        attentions: per-layer keypoint-token → visual-token attention, each (B, heads, K, P).
+        aux_heatmaps: intermediate / deep-supervision heatmaps, shallow first, each (B, K, h, w).
+    """
+
+    heatmaps: Tensor | None = None
+    coords: Tensor | None = None
+    scores: Tensor | None = None
+    sigmas: Tensor | None = None
+    attentions: list[Tensor] = field(default_factory=list)
+    aux_heatmaps: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class DetectionOutput(ModelOutput):
+    """Dense detector output (YOLOX style); ``neck`` holds the per-stride head inputs (FSD/FGD taps).
+
+    Attributes:
+        neck: per-level features fed to the head, each (B, C_i, H_i, W_i), strides 8/16/32.
+        cls: per-level class logits, each (B, num_classes, H_i, W_i).
+        reg: per-level box regressions, each (B, 4, H_i, W_i).
+        obj: per-level objectness logits, each (B, 1, H_i, W_i).
+    """
+
+    neck: list[Tensor] = field(default_factory=list)
+    cls: list[Tensor] = field(default_factory=list)
+    reg: list[Tensor] = field(default_factory=list)
+    obj: list[Tensor] = field(default_factory=list)
+
+
+def get_tap(output: ModelOutput, tap: str) -> Tensor:
+    """Return the tensor named by ``tap`` (``"field"`` or ``"field.index"``) from a model output.
+
+    Raises:
+        KeyError: the field does not exist, is empty, or the index is out of range; the message lists valid names.
+    """
+    name, _, index = tap.partition(".")
+    if not hasattr(output, name):
+        fields = [f.name for f in dataclasses.fields(output)]
+        raise KeyError(f"tap {tap!r}: {type(output).__name__} has no field {name!r}; fields are {fields}")
+    value = getattr(output, name)
+    if index:
+        if not isinstance(value, (list, tuple)):
+            raise KeyError(f"tap {tap!r}: field {name!r} is not a list, drop the '.{index}' suffix")
+        try:
+            value = value[int(index)]
+        except (ValueError, IndexError):
+            raise KeyError(f"tap {tap!r}: field {name!r} has {len(value)} entries, index {index!r} is invalid") from None
+    if value is None or isinstance(value, (list, tuple)):
+        raise KeyError(f"tap {tap!r}: {type(output).__name__}.{name} is {'empty' if value is None else 'a list'} here")
+    return value
+
+
+def check_tap(tap_info: dict[str, TapInfo], tap: str, owner: str) -> TapInfo:
+    """Look ``tap`` up in a model's declared taps, with a clear error listing what is available."""
+    if tap not in tap_info:
+        raise ValueError(f"{owner} does not produce tap {tap!r}; it declares {sorted(tap_info)}")
+    return tap_info[tap]
