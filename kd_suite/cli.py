@@ -39,7 +39,7 @@ class KDCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "yaml"},
+            parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},  # no silent prefix matches
             args=args,
             run=run,
             **kwargs,

@@ -69,7 +69,7 @@ class Distiller(L.LightningModule):
         ckpts = [] if teacher_ckpt is None else [teacher_ckpt] if isinstance(teacher_ckpt, str) else list(teacher_ckpt)
         if ckpts and len(ckpts) != len(teachers):
             raise ValueError(f"teacher_ckpt lists {len(ckpts)} files for {len(teachers)} teacher(s); give one per teacher")
-        self.teachers = nn.ModuleList(freeze(t) for t in teachers)
+        self.teachers = freeze(nn.ModuleList(teachers))
         self.teacher_meta = [
             {"class": f"{type(t).__module__}.{type(t).__qualname__}", "ckpt": None, "sha256": None} for t in teachers
         ]

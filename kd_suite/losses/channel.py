@@ -1,0 +1,60 @@
+"""Channel-wise distillation (CWD) on logits or features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..models.adapters import channel_adapter, resize_to
+from ..outputs import ModelOutput, TapInfo
+from .base import DistillLoss, as_float, check_ndim, check_same_shape
+from .feature import unbound_error
+from .functional import cwd_loss
+
+__all__ = ["CWDLoss"]
+
+
+class CWDLoss(DistillLoss):
+    """Channel-wise distillation: ``τ²/(B·C) · Σ_{b,c} KL(softmax_HW(y_t/τ) ‖ softmax_HW(y_s/τ))``.
+
+    Shu et al., *Channel-wise Knowledge Distillation for Dense Prediction*, ICCV 2021; reductions of mmrazor
+    ``ChannelWiseDivergence`` and CIRKD ``CriterionCWD``. Each channel becomes a distribution over the positions.
+    On logits the class counts match and no adapter is built; on features with different widths a 1×1 conv (with
+    bias, no norm, as CIRKD) maps the student to the teacher's channels.
+
+    Args:
+        temperature: spatial softmax temperature τ (CIRKD segmentation: 4; mmrazor seg logits and detection FPN: 1).
+        adapter: build the 1×1 conv when channels differ; with ``False`` a channel mismatch is an error at bind.
+        resize_student: bilinearly resize the student map to the teacher's spatial size when they differ.
+        **kwargs: :class:`DistillLoss` arguments.
+    """
+
+    def __init__(self, temperature: float = 1.0, adapter: bool = True, resize_student: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"CWDLoss: temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.use_adapter = adapter
+        self.resize_student = resize_student
+        self.adapter: nn.Module | None = None
+
+    def bind(self, student: TapInfo, teacher: TapInfo) -> None:
+        if student.channels != teacher.channels and not self.use_adapter:
+            raise ValueError(
+                f"CWDLoss: taps {self.student_tap!r} ({student.channels} ch) and {self.teacher_tap!r} "
+                f"({teacher.channels} ch) differ in channels; set adapter: true or choose matching taps"
+            )
+        self.adapter = channel_adapter(student.channels, teacher.channels, norm=False)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+        if self.adapter is None:
+            raise unbound_error(self)
+        s, t = as_float(*self.select(student, teacher))
+        check_ndim(s, (4,), "CWDLoss", "student map")
+        check_ndim(t, (4,), "CWDLoss", "teacher map")
+        s, t = self.adapter(s), t.detach()  # (B, C_t, H, W)
+        if self.resize_student:
+            s = resize_to(s, t.shape[-2:])
+        check_same_shape(s, t, "CWDLoss")
+        return cwd_loss(s, t, self.temperature)

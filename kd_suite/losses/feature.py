@@ -1,0 +1,173 @@
+"""Distillation terms on intermediate feature maps (``(B, C, H, W)``): FitNet, AT, PKD and MGD.
+
+Convention: when the spatial sizes differ and ``resize_student`` is on, the student map is bilinearly resized to the
+teacher's size (mmrazor ``PKDLoss(resize_stu=True)``); channel adapters are built in :meth:`bind`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..models.adapters import conv1x1_bn, resize_to
+from ..outputs import ModelOutput, TapInfo
+from .base import DistillLoss, as_float, check_ndim, check_same_shape
+from .functional import at_loss, fitnet_loss, mgd_loss, mgd_mask, pkd_loss
+
+__all__ = ["ATLoss", "FitNetLoss", "MGDLoss", "PKDLoss", "unbound_error"]
+
+
+def unbound_error(loss: DistillLoss) -> RuntimeError:
+    """Error for a term whose adapters do not exist yet because :meth:`DistillLoss.bind` was not called."""
+    return RuntimeError(
+        f"{type(loss).__name__}: adapters are built by bind(student_tap_info, teacher_tap_info), which the Distiller "
+        "calls in its __init__; call loss.bind(...) before using the term on its own"
+    )
+
+
+def _spatial(s: Tensor, t: Tensor, resize_student: bool, loss: str) -> tuple[Tensor, Tensor]:
+    check_ndim(s, (4,), loss, "student feature")
+    check_ndim(t, (4,), loss, "teacher feature")
+    if resize_student:
+        s = resize_to(s, t.shape[-2:])  # (B, C, H_t, W_t)
+    return s, t
+
+
+class FitNetLoss(DistillLoss):
+    """FitNet hint: ``mean((r(F_s) − F_t)²)`` with ``r`` a trainable 1×1 conv regressor from student to teacher channels.
+
+    Romero et al., *FitNets: Hints for Thin Deep Nets*, ICLR 2015; reduction = CIRKD ``CriterionFitNet`` (mean over
+    every element, regressor without bias). The regressor is built in :meth:`bind` even when the channels match.
+
+    Args:
+        norm: add BatchNorm after the 1×1 conv.
+        resize_student: resize the student map to the teacher's spatial size when they differ.
+        **kwargs: :class:`DistillLoss` arguments.
+    """
+
+    def __init__(self, norm: bool = False, resize_student: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.norm = norm
+        self.resize_student = resize_student
+        self.adapter: nn.Module | None = None
+
+    def bind(self, student: TapInfo, teacher: TapInfo) -> None:
+        c_s, c_t = student.channels, teacher.channels
+        self.adapter = conv1x1_bn(c_s, c_t) if self.norm else nn.Conv2d(c_s, c_t, 1, bias=False)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+        if self.adapter is None:
+            raise unbound_error(self)
+        s, t = as_float(*self.select(student, teacher))
+        check_ndim(s, (4,), "FitNetLoss", "student feature")
+        s, t = _spatial(self.adapter(s), t.detach(), self.resize_student, "FitNetLoss")
+        check_same_shape(s, t, "FitNetLoss")
+        return fitnet_loss(s, t)
+
+
+class ATLoss(DistillLoss):
+    """Attention transfer (p = 2): ``mean((n(F_s) − n(F_t))²)``, ``n(F) = vec(mean_c F²) / ‖·‖₂``.
+
+    Zagoruyko & Komodakis, *Paying More Attention to Attention*, ICLR 2017 (CIRKD ``CriterionAT``, mmrazor
+    ``ATLoss``); mean over batch and positions. Channel counts may differ, no adapter is needed.
+
+    Args:
+        p: exponent of the attention map.
+        resize_student: resize the student map to the teacher's spatial size when they differ.
+        **kwargs: :class:`DistillLoss` arguments.
+    """
+
+    def __init__(self, p: float = 2.0, resize_student: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.p = p
+        self.resize_student = resize_student
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+        s, t = as_float(*self.select(student, teacher))
+        s, t = _spatial(s, t.detach(), self.resize_student, "ATLoss")
+        return at_loss(s, t, self.p)
+
+
+class PKDLoss(DistillLoss):
+    """PKD: ``½ · MSE`` of the per-channel standardised maps (standardised over B, H, W; unbiased std + 1e-6).
+
+    Cao et al., *PKD: General Distillation Framework for Object Detectors via Pearson Correlation Coefficient*,
+    NeurIPS 2022; mmrazor ``PKDLoss`` conventions. Channel counts must match (pick taps accordingly).
+
+    Args:
+        resize_student: resize the student map to the teacher's spatial size when they differ.
+        **kwargs: :class:`DistillLoss` arguments.
+    """
+
+    def __init__(self, resize_student: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resize_student = resize_student
+
+    def bind(self, student: TapInfo, teacher: TapInfo) -> None:
+        if student.channels != teacher.channels:
+            raise ValueError(
+                f"PKDLoss: taps {self.student_tap!r} ({student.channels} ch) and {self.teacher_tap!r} "
+                f"({teacher.channels} ch) differ in channels; PKD has no adapter, use FitNetLoss/CWDLoss or other taps"
+            )
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+        s, t = as_float(*self.select(student, teacher))
+        s, t = _spatial(s, t.detach(), self.resize_student, "PKDLoss")
+        check_same_shape(s, t, "PKDLoss")
+        return pkd_loss(s, t)
+
+
+class MGDLoss(DistillLoss):
+    """Masked generative distillation: ``α · Σ (G(align(F_s) ∘ M) − F_t)² / B``.
+
+    Yang et al., *Masked Generative Distillation*, ECCV 2022; mmrazor ``MGDConnector`` + ``MGDLoss``. ``M`` zeroes each
+    spatial position (or channel) with probability λ; ``align`` is a 1×1 conv (with bias) when the channels differ;
+    ``G`` is conv3×3-ReLU-conv3×3 at the teacher width. Both are built in :meth:`bind`.
+
+    Args:
+        alpha: loss scale α (mmrazor ``alpha_mgd``).
+        mask_ratio: masking probability λ (mmrazor ``lambda_mgd``).
+        mask_on_channel: mask whole channels instead of positions.
+        seed: seed of a private CPU generator for the masks, so runs replay exactly; ``None`` uses the global RNG.
+        resize_student: resize the student map to the teacher's spatial size when they differ.
+        **kwargs: :class:`DistillLoss` arguments.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2e-5,
+        mask_ratio: float = 0.65,
+        mask_on_channel: bool = False,
+        seed: int | None = None,
+        resize_student: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= mask_ratio <= 1.0:
+            raise ValueError(f"MGDLoss: mask_ratio must lie in [0, 1], got {mask_ratio}")
+        self.alpha, self.mask_ratio, self.mask_on_channel = alpha, mask_ratio, mask_on_channel
+        self.resize_student = resize_student
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.align: nn.Module | None = None
+        self.generation: nn.Module | None = None
+
+    def bind(self, student: TapInfo, teacher: TapInfo) -> None:
+        c_s, c_t = student.channels, teacher.channels
+        self.align = nn.Identity() if c_s == c_t else nn.Conv2d(c_s, c_t, 1)
+        self.generation = nn.Sequential(
+            nn.Conv2d(c_t, c_t, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c_t, c_t, 3, padding=1)
+        )
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+        if self.align is None or self.generation is None:
+            raise unbound_error(self)
+        s, t = as_float(*self.select(student, teacher))
+        check_ndim(s, (4,), "MGDLoss", "student feature")
+        s, t = _spatial(self.align(s), t.detach(), self.resize_student, "MGDLoss")
+        check_same_shape(s, t, "MGDLoss")
+        b, c, h, w = s.shape
+        shape = (b, c, 1, 1) if self.mask_on_channel else (b, 1, h, w)
+        mask = mgd_mask(shape, self.mask_ratio, self.generator, s.device).to(s.dtype)
+        return mgd_loss(s, t, self.generation, mask, self.alpha)

@@ -1,0 +1,23 @@
+"""Shared test setup: CPU-only, few threads, offline W&B, and the path of the real sample files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_FIXTURES = REPO.parent / "shared" / "fixtures" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_fixtures() -> Path:
+    """Folder of real dataset samples; tests that need it are skipped with the reason if it is absent."""
+    if not REAL_FIXTURES.is_dir():
+        pytest.skip(f"real fixtures not found at {REAL_FIXTURES}")
+    return REAL_FIXTURES
