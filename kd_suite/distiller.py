@@ -16,7 +16,6 @@ from .outputs import ModelOutput, check_tap
 from .teacher import fingerprint, freeze, load_weights
 
 
-
 def _is_plain(value: Any) -> bool:
     """True for config-like data that can be stored in a checkpoint and read back with ``weights_only=True``."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -68,7 +67,9 @@ class Distiller(L.LightningModule):
         teachers = [] if teacher is None else list(teacher) if isinstance(teacher, Sequence) else [teacher]
         ckpts = [] if teacher_ckpt is None else [teacher_ckpt] if isinstance(teacher_ckpt, str) else list(teacher_ckpt)
         if ckpts and len(ckpts) != len(teachers):
-            raise ValueError(f"teacher_ckpt lists {len(ckpts)} files for {len(teachers)} teacher(s); give one per teacher")
+            raise ValueError(
+                f"teacher_ckpt lists {len(ckpts)} files for {len(teachers)} teacher(s); give one per teacher"
+            )
         self.teachers = freeze(nn.ModuleList(teachers))
         self.teacher_meta = [
             {"class": f"{type(t).__module__}.{type(t).__qualname__}", "ckpt": None, "sha256": None} for t in teachers
@@ -78,7 +79,9 @@ class Distiller(L.LightningModule):
                 meta.update(ckpt=str(path), sha256=load_weights(t, path))
         self.losses = nn.ModuleDict(losses or {})
         if self.losses and not self.teachers:
-            raise ValueError(f"distillation terms {list(self.losses)} are configured but no teacher is; add model.teacher")
+            raise ValueError(
+                f"distillation terms {list(self.losses)} are configured but no teacher is; add model.teacher"
+            )
         for name, loss in self.losses.items():
             self._bind(name, loss)
         if scheduler_interval not in ("epoch", "step"):
@@ -95,7 +98,9 @@ class Distiller(L.LightningModule):
             raise ValueError(f"losses.{name}: teacher_index={loss.teacher_index} but {len(self.teachers)} teacher(s)")
         else:
             teacher = self.teachers[loss.teacher_index]
-        s_info = check_tap(_taps(self.student), loss.student_tap, f"losses.{name}: student {type(self.student).__name__}")
+        s_info = check_tap(
+            _taps(self.student), loss.student_tap, f"losses.{name}: student {type(self.student).__name__}"
+        )
         t_info = check_tap(_taps(teacher), loss.teacher_tap, f"losses.{name}: teacher {type(teacher).__name__}")
         loss.bind(s_info, t_info)
 

@@ -104,7 +104,9 @@ def get_tap(output: ModelOutput, tap: str) -> Tensor:
         try:
             value = value[int(index)]
         except (ValueError, IndexError):
-            raise KeyError(f"tap {tap!r}: field {name!r} has {len(value)} entries, index {index!r} is invalid") from None
+            raise KeyError(
+                f"tap {tap!r}: field {name!r} has {len(value)} entries, index {index!r} is invalid"
+            ) from None
     if value is None or isinstance(value, (list, tuple)):
         raise KeyError(f"tap {tap!r}: {type(output).__name__}.{name} is {'empty' if value is None else 'a list'} here")
     return value

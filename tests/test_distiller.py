@@ -65,8 +65,9 @@ def test_each_term_logged_and_total_is_their_sum(tmp_path):
     trainer.fit(module, TinySegData(num=4))
     m = trainer.logged_metrics
     assert {"train/task/ce", "train/kd/kl", "train/kd/hint", "train/total"} <= set(m)
-    assert math.isclose(float(m["train/total"]), float(m["train/task/ce"] + m["train/kd/kl"] + m["train/kd/hint"]),
-                        rel_tol=1e-5)
+    assert math.isclose(
+        float(m["train/total"]), float(m["train/task/ce"] + m["train/kd/kl"] + m["train/kd/hint"]), rel_tol=1e-5
+    )
 
 
 def test_checkpoint_has_no_teacher_weights_and_round_trips(tmp_path):
@@ -85,7 +86,11 @@ def test_checkpoint_has_no_teacher_weights_and_round_trips(tmp_path):
     assert meta["class"].endswith("TinySegNet")
     losses = {"kl": PixelKL(weight=0.5), "hint": HintMSE(student_tap="embedding", weight=2.0)}
     restored = TinySegDistiller.load_from_checkpoint(
-        ckpt, student=TinySegNet(8), teacher=TinySegNet(16), losses=losses, teacher_ckpt=str(teacher_file),
+        ckpt,
+        student=TinySegNet(8),
+        teacher=TinySegNet(16),
+        losses=losses,
+        teacher_ckpt=str(teacher_file),
         weights_only=True,
     )
     x = torch.randn(2, 3, 16, 16)

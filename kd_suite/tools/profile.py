@@ -67,8 +67,14 @@ def profile_model(model: nn.Module, input_size: tuple[int, int], runs: int = 10)
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="kd-suite profile", description=__doc__.splitlines()[0])
     p.add_argument("--config", "-c", required=True, type=Path, help="a kd-suite fit config")
-    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), default=None,
-                   help="input size (default: the model's input_size attribute, else 256 256)")
+    p.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        default=None,
+        help="input size (default: the model's input_size attribute, else 256 256)",
+    )
     p.add_argument("--runs", type=int, default=10, help="timed forwards for the latency median")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -77,7 +83,9 @@ def main(argv: list[str]) -> int:
     from ..cli import KDCLI
 
     # weights do not change the profile: skip teacher files so a config can be profiled before training
-    cli = KDCLI(args=["--config", str(args.config), "--trainer.logger=false", "--model.init_args.teacher_ckpt=null"], run=False)
+    cli = KDCLI(
+        args=["--config", str(args.config), "--trainer.logger=false", "--model.init_args.teacher_ckpt=null"], run=False
+    )
     module = cli.model
     size = tuple(args.input_size or getattr(module.student, "input_size", None) or (256, 256))
     report = {
