@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -182,6 +183,13 @@ class Distiller(L.LightningModule):
                     f"(sha256 {old['sha256'][:12]}) vs {new['ckpt']} (sha256 {new['sha256'][:12]})",
                     stacklevel=2,
                 )
+
+    def render(self, batch: Any, output: ModelOutput | None, n: int = 4) -> list[np.ndarray]:
+        """RGB uint8 pictures of ``output``'s predictions (or of the ground truth when ``None``) on ``batch[:n]``.
+
+        Used by the demo report and the experiment loggers; tasks draw masks, skeletons or boxes.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement render()")
 
     def teacher_fingerprints(self) -> list[str]:
         """Bit-exact fingerprints of every teacher (parameters and buffers)."""
