@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from .losses.base import DistillLoss
-from .outputs import ModelOutput, check_tap
+from .outputs import ModelOutput, TapInfo, check_tap
 from .teacher import fingerprint, freeze, load_weights
 
 
@@ -79,6 +79,7 @@ class Distiller(L.LightningModule):
             if path is not None:
                 meta.update(ckpt=str(path), sha256=load_weights(t, path))
         self.losses = nn.ModuleDict(losses or {})
+        self._plan: dict[str, tuple[TapInfo, TapInfo]] = {}
         if self.losses and not self.teachers:
             raise ValueError(
                 f"distillation terms {list(self.losses)} are configured but no teacher is; add model.teacher"
@@ -104,6 +105,31 @@ class Distiller(L.LightningModule):
         )
         t_info = check_tap(_taps(teacher), loss.teacher_tap, f"losses.{name}: teacher {type(teacher).__name__}")
         loss.bind(s_info, t_info)
+        self._plan[name] = (s_info, t_info)
+
+    def distillation_plan(self) -> str:
+        """A table of every term: taps read on each side with channels@stride, trainable adapter size, weight."""
+        rows = [("term", "loss", "student tap", "teacher tap", "adapter params", "weight", "schedule")]
+        for name, loss in self.losses.items():
+            s_info, t_info = self._plan[name]
+            teacher = "all" if loss.multi_teacher else str(loss.teacher_index)
+            rows.append(
+                (
+                    name,
+                    type(loss).__name__,
+                    f"{loss.student_tap} ({s_info.channels}@/{s_info.stride})",
+                    f"T{teacher}:{loss.teacher_tap} ({t_info.channels}@/{t_info.stride})",
+                    f"{sum(p.numel() for p in loss.parameters() if p.requires_grad):,}",
+                    f"{loss.weight:g}",
+                    "-" if loss.schedule is None else str(loss.schedule),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def on_fit_start(self) -> None:
+        if self.losses and self.trainer.is_global_zero:
+            print(f"distillation plan ({len(self.teachers)} teacher(s)):\n{self.distillation_plan()}")
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)

@@ -205,3 +205,11 @@ def test_teacher_integrity_callback_catches_a_modified_teacher(tmp_path):
     _trainer(tmp_path, max_steps=1, callbacks=[TeacherIntegrity()]).fit(module, TinySegData(num=4))  # clean: passes
     with pytest.raises(TeacherIntegrityError, match="changed"):
         _trainer(tmp_path, max_steps=1, callbacks=[Corrupt(), TeacherIntegrity()]).fit(_kd_module(), TinySegData(num=4))
+
+
+def test_distillation_plan_lists_taps_and_adapters():
+    plan = _kd_module().distillation_plan().splitlines()
+    assert plan[0].split()[:3] == ["term", "loss", "student"]
+    hint = next(line for line in plan if line.startswith("hint"))
+    assert "embedding (8@/2)" in hint and "T0:embedding (16@/2)" in hint
+    assert "160" in hint  # 1x1 conv 8->16 (128) + BN (32) trainable parameters
