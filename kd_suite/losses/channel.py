@@ -30,7 +30,9 @@ class CWDLoss(DistillLoss):
         **kwargs: :class:`DistillLoss` arguments.
     """
 
-    def __init__(self, temperature: float = 1.0, adapter: bool = True, resize_student: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, temperature: float = 1.0, adapter: bool = True, resize_student: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"CWDLoss: temperature must be > 0, got {temperature}")

@@ -36,7 +36,7 @@ def _spatial(s: Tensor, t: Tensor, resize_student: bool, loss: str) -> tuple[Ten
 
 
 class FitNetLoss(DistillLoss):
-    """FitNet hint: ``mean((r(F_s) − F_t)²)`` with ``r`` a trainable 1×1 conv regressor from student to teacher channels.
+    """FitNet hint: ``mean((r(F_s) − F_t)²)``, ``r`` a trainable 1×1 conv regressor from student to teacher channels.
 
     Romero et al., *FitNets: Hints for Thin Deep Nets*, ICLR 2015; reduction = CIRKD ``CriterionFitNet`` (mean over
     every element, regressor without bias). The regressor is built in :meth:`bind` even when the channels match.

@@ -134,7 +134,7 @@ def fitnet_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def at_map(feature: Tensor, p: float = 2.0) -> Tensor:
-    """Attention map ``n(f) = vec(mean_c |f|^p) / ‖·‖₂``: (B, C, *) → (B, ∏spatial)."""
+    """Attention map ``n(f) = vec(mean_c f^p) / ‖·‖₂`` (as the references, no abs): (B, C, *) → (B, ∏spatial)."""
     return F.normalize(feature.pow(p).mean(dim=1).flatten(1), dim=1)
 
 
@@ -156,7 +156,7 @@ def at_loss(student: Tensor, teacher: Tensor, p: float = 2.0) -> Tensor:
 
 
 def pkd_norm(feature: Tensor, eps: float = 1e-6) -> Tensor:
-    """Standardise each channel over (B, *): ``(f − mean) / (std + eps)`` with the unbiased std (mmrazor ``PKDLoss``)."""
+    """Standardise each channel over (B, *): ``(f − mean) / (std + eps)``, unbiased std (mmrazor ``PKDLoss``)."""
     flat = feature.transpose(0, 1).reshape(feature.shape[1], -1)  # (C, B·HW)
     flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + eps)
     return flat.reshape(feature.shape[1], feature.shape[0], *feature.shape[2:]).transpose(0, 1)
@@ -173,7 +173,10 @@ def pkd_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def mgd_mask(
-    shape: tuple[int, ...], mask_ratio: float, generator: torch.Generator | None = None, device: torch.device | None = None
+    shape: tuple[int, ...],
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:
     """Random keep-mask of MGD: each entry is 0 with probability ``mask_ratio`` (λ) and 1 otherwise.
 

@@ -14,15 +14,21 @@ from .functional import dkd_loss, kd_loss, resize_labels
 __all__ = ["DKDLoss", "KDLoss", "batch_labels"]
 
 
-def batch_labels(batch: Any, size: tuple[int, int] | Any, loss: str) -> Tensor:
-    """Ground-truth labels ``batch.mask`` (B, H, W) nearest-resized to ``size``, with a clear error if absent."""
+def batch_labels(batch: Any, like: Tensor, loss: str) -> Tensor:
+    """Ground-truth labels ``batch.mask`` (B, H, W) nearest-resized to the spatial size of ``like`` (B, C, h, w).
+
+    Raises:
+        ValueError: the batch has no ``mask`` tensor, or its batch size differs from ``like``'s.
+    """
     mask = getattr(batch, "mask", None)
     if not isinstance(mask, Tensor):
         raise ValueError(
             f"{loss} reads ground-truth labels from batch.mask (a ParsingBatch); got {type(batch).__name__}. "
             "Use it on a parsing/segmentation task or turn the label-dependent option off"
         )
-    return resize_labels(mask, tuple(size))
+    if mask.ndim != 3 or mask.shape[0] != like.shape[0]:
+        raise ValueError(f"{loss}: batch.mask {tuple(mask.shape)} must be (B, H, W) with B = {like.shape[0]}")
+    return resize_labels(mask, like.shape[-2:])  # (B, h, w)
 
 
 class KDLoss(DistillLoss):
@@ -104,7 +110,7 @@ class DKDLoss(DistillLoss):
         if self.resize_teacher and t.ndim == 4:
             t = resize_to(t, s.shape[-2:])
         check_same_shape(s, t, "DKDLoss")
-        labels = batch_labels(batch, s.shape[-2:], "DKDLoss").reshape(-1)  # (P,)
+        labels = batch_labels(batch, s, "DKDLoss").reshape(-1)  # (P,)
         keep = labels != self.ignore_index
         k = s.shape[1]
         s_rows = s.movedim(1, -1).reshape(-1, k)[keep]  # (P', K)

@@ -39,10 +39,10 @@ def dist_loss(
     """DIST: ``τ² · (β·(1 − mean_i ρ(Y_s[i,:], Y_t[i,:])) + γ·(1 − mean_j ρ(Y_s[:,j], Y_t[:,j])))``.
 
     Huang et al., *Knowledge Distillation from A Stronger Teacher*, NeurIPS 2022. Dense maps are flattened to
-    (P = B·H·W, C) rows FIRST, as the authors' segmentation code does (hunto/DIST_KD ``segmentation/losses/dist_kd.py``),
-    so the intra-class term correlates each class column over every pixel of the batch; ``Y = softmax(z/τ)`` over the
-    classes and the τ² factor follow the classification version. mmrazor ``DISTLoss`` on raw 4-D tensors computes a
-    different intra term (over the batch only) and is not what this function does.
+    (P = B·H·W, C) rows FIRST, as the authors' segmentation code does (hunto/DIST_KD
+    ``segmentation/losses/dist_kd.py``), so the intra-class term correlates each class column over every pixel of
+    the batch; ``Y = softmax(z/τ)`` over the classes and the τ² factor follow the classification version. mmrazor
+    ``DISTLoss`` on raw 4-D tensors computes a different intra term (over the batch only), not this one.
 
     Args:
         student: logits (B, C, *) or (P, C).

@@ -155,8 +155,9 @@ def gskd_loss(
     loss is the mean over the contributing images (0 if none). ``faithful=True`` reproduces the released code: the
     student is detached (Q1: no gradient), rows are scrambled by ``reshape`` (Q2), only the LAST image's loss is
     returned (Q3), ignore pixels are not removed from the candidates (they are never teacher-correct), padding as in
-    CBS (Q4). Known deviation: where the reference returns 0 for the batch because exactly one filler pixel exists, that
-    pixel is used here.
+    CBS (Q4). Known deviations in edge cases: where the reference returns 0 for the batch because exactly one filler
+    pixel exists, that pixel is used here; an image with fewer than ``k`` candidates is skipped here, while the
+    reference uses fewer rows (one class) or fails (several classes).
 
     Args:
         student: projected student features (B, C, h, w) (same shape as the teacher's; not yet normalised).
@@ -180,7 +181,7 @@ def gskd_loss(
     if correct is not None and correct.shape != labels.shape:
         raise ValueError(f"gskd_loss: correct mask must be {tuple(labels.shape)}, got {tuple(correct.shape)}")
     if sampling not in ("balanced", "random") or (faithful and sampling != "balanced"):
-        raise ValueError(f"gskd_loss: sampling must be 'balanced' or 'random' ('balanced' if faithful), got {sampling!r}")
+        raise ValueError(f"gskd_loss: sampling must be 'balanced' or 'random' ('balanced' if faithful): {sampling!r}")
     if group_width == 0 or k < 1:
         raise ValueError(f"gskd_loss: need k >= 1 and group_width != 0, got k={k}, group_width={group_width}")
     s = F.normalize(student, dim=1)  # (B, C, h, w), unit feature per position
