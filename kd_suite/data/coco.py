@@ -1,0 +1,187 @@
+"""COCO detection json (as YOLOX reads it): ``annotations/instances_<split>.json`` + ``<split>/`` images.
+
+Class index = position of ``category_id`` in the sorted category ids; crowd annotations are dropped for training
+and kept out of the boxes (evaluators read them from the GT file). See docs/datasets-and-metrics.md §1.6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import check_box, first_existing, read_json
+from .detection import DetectionDataModule, DetectionRecord
+from .errors import BadSamples, DatasetError, missing
+
+
+def coco_ann_file(root: Path, split: str) -> Path:
+    """``<root>/annotations/instances_<split>.json`` (must exist)."""
+    if not root.is_dir():
+        raise missing(
+            root, "COCO root folder", "point root at the folder holding annotations/ (or set synth_if_missing)"
+        )
+    path = root / "annotations" / f"instances_{split}.json"
+    if not path.is_file():
+        raise missing(path, f"COCO {split} annotation file", "put instances_<split>.json under annotations/")
+    return path
+
+
+def coco_categories(path: Path) -> list[str]:
+    """Category names in class-index order (sorted category id)."""
+    data = read_json(path, "give a COCO instances json")
+    cats = data.get("categories") if isinstance(data, dict) else None
+    if not cats:
+        raise DatasetError(path, "no categories", "list the classes under 'categories'")
+    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+
+
+def coco_records(
+    root: Path, split: str, class_names: Sequence[str] | None, bad: BadSamples, train: bool
+) -> list[DetectionRecord]:
+    """Validated records of one split (images without annotations are kept)."""
+    path = coco_ann_file(root, split)
+    data = read_json(path, "give a COCO instances json")
+    if not isinstance(data, dict) or not data.get("images"):
+        raise DatasetError(path, "no images", "give a COCO instances json with 'images', 'annotations', 'categories'")
+    names = coco_categories(path)
+    if class_names is not None and list(class_names) != names:
+        raise DatasetError(
+            path,
+            f"categories {names} differ from class_names {list(class_names)}",
+            "pass class_names in the json's category-id order, or leave it unset",
+        )
+    index = {c["id"]: k for k, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+    images = {int(im["id"]): im for im in data["images"]}
+    per_image: dict[int, list[tuple[list[float], int]]] = {i: [] for i in images}
+    fix = "fix the annotation or pass skip_bad=True"
+    for k, a in enumerate(data.get("annotations", [])):
+        where = f"{path} [annotation {k}, id {a.get('id')}]"
+        try:
+            im = images[int(a["image_id"])]
+            if a["category_id"] not in index:
+                raise DatasetError(
+                    where,
+                    f"category_id {a['category_id']} is not in the categories {names}",
+                    "add the category to 'categories' or fix the annotation",
+                )
+            if a.get("iscrowd", 0):
+                continue
+            x, y, w, h = check_box(a["bbox"], int(im["width"]), int(im["height"]), where, fix)
+        except KeyError as err:
+            bad.handle(DatasetError(where, f"missing key or unknown image_id ({err})", fix))
+            continue
+        except DatasetError as err:
+            bad.handle(err)
+            continue
+        if train and float(a.get("area", w * h)) <= 0:
+            continue  # YOLOX keeps only annotations with a positive area
+        x1, y1 = max(0.0, x), max(0.0, y)
+        x2, y2 = min(float(im["width"]), x + w), min(float(im["height"]), y + h)
+        per_image[int(a["image_id"])].append(([x1, y1, x2, y2], index[a["category_id"]]))
+    image_dir = first_existing(
+        [root / split, root / f"{split}2017", root / "images" / split],
+        f"COCO {split} images",
+        "put the images in <root>/<split>/",
+    )
+    out = []
+    for image_id, im in images.items():
+        image = image_dir / im.get("file_name", f"{image_id:012d}.jpg")
+        if not image.is_file():
+            bad.handle(missing(image, f"image {image_id} of {path}", "restore the image or pass skip_bad=True"))
+            continue
+        objs = per_image[image_id]
+        boxes = np.asarray([b for b, _ in objs], np.float32).reshape(-1, 4)
+        labels = np.asarray([c for _, c in objs], np.int64)
+        meta = {"image_id": image_id, "size": (int(im["height"]), int(im["width"]))}
+        out.append(DetectionRecord(image, boxes, labels, np.zeros(len(labels), bool), meta))
+    if not out:
+        raise DatasetError(path, "no usable images", "check the image folder")
+    return out
+
+
+class COCODetectionDataModule(DetectionDataModule):
+    """COCO-json detection as :class:`DetectionBatch` es (meta: ``image_id``, ``orig_size``, ``scale``, ``pad``).
+
+    Args:
+        root: folder holding ``annotations/`` and the split image folders.
+        class_names: expected classes in category-id order; ``None`` reads them from the val json.
+        train_split: ``instances_<train_split>.json`` and image folder ``<train_split>/`` (or ``<split>2017/``).
+        val_split: the validation split.
+        batch_size: images per batch.
+        num_workers: loader processes.
+        pin_memory: pin host memory.
+        persistent_workers: keep loader processes between epochs.
+        input_size: letterbox size (h, w).
+        augment: random resize/placement and HSV jitter when training.
+        flip: random horizontal flip when training.
+        mosaic: 4-image mosaic when training.
+        scale_range: random resize range relative to the letterbox size.
+        skip_bad: skip invalid annotations/images with a counted warning instead of raising.
+        synth_if_missing: write a small synthetic COCO set (classes ``standing``/``fallen`` unless ``class_names``
+            says otherwise) into ``root`` when it does not exist.
+        synth_num_train: synthetic train scenes.
+        synth_num_val: synthetic val scenes.
+    """
+
+    synth_format = "coco"
+
+    def __init__(
+        self,
+        root: str = "data/coco",
+        class_names: Sequence[str] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        input_size: tuple[int, int] = (640, 640),
+        augment: bool = True,
+        flip: bool = True,
+        mosaic: bool = False,
+        scale_range: tuple[float, float] = (0.5, 1.5),
+        skip_bad: bool = False,
+        synth_if_missing: bool = False,
+        synth_num_train: int = 64,
+        synth_num_val: int = 16,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            input_size,
+            augment,
+            flip,
+            mosaic,
+            scale_range,
+            skip_bad,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+        self._class_names = list(class_names) if class_names is not None else None
+        self.train_split, self.val_split = train_split, val_split
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in index order (read from the val json when not given)."""
+        if self._class_names is None:
+            self._class_names = coco_categories(coco_ann_file(self.root, self.val_split))
+        return self._class_names
+
+    @property
+    def val_ann_file(self) -> Path:
+        """GT json of the validation split (for COCO mAP)."""
+        return coco_ann_file(self.root, self.val_split)
+
+    def synth_options(self) -> dict[str, Any]:
+        return {"class_names": self._class_names} if self._class_names else {}
+
+    def records(self, train: bool, bad: BadSamples) -> list[DetectionRecord]:
+        split = self.train_split if train else self.val_split
+        return coco_records(self.root, split, self._class_names, bad, train)

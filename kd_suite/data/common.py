@@ -1,0 +1,242 @@
+"""Pieces shared by the DataModules: image/label IO with clear errors, normalisation, layouts and loaders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from .errors import BadSamples, DatasetError, missing
+
+#: ImageNet statistics in 0..255 RGB, the normalisation timm backbones expect
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); a missing or undecodable file raises :class:`DatasetError`."""
+    data = np.fromfile(str(path), np.uint8) if os.path.isfile(path) else None
+    if data is None:
+        raise missing(path, "image file", "check the dataset root and the image folder, or pass skip_bad=True")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DatasetError(
+            path, "image cannot be decoded (corrupt or not an image)", "re-extract the file or pass skip_bad=True"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path, num_classes: int) -> np.ndarray:
+    """Read a single-channel 8-bit label PNG; ids must be < ``num_classes`` or 255 (ignore)."""
+    data = np.fromfile(str(path), np.uint8) if os.path.isfile(path) else None
+    if data is None:
+        raise missing(path, "label file", "check the annotation folder, or pass skip_bad=True")
+    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if label is None:
+        raise DatasetError(path, "label image cannot be decoded", "re-extract the file or pass skip_bad=True")
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise DatasetError(
+            path,
+            f"label must be a single-channel 8-bit PNG of class ids, got shape {label.shape} dtype {label.dtype}",
+            "save labels as mode 'L' PNGs holding raw ids (a colour/palette PNG is not a label map)",
+        )
+    bad = (label >= num_classes) & (label != 255)
+    if bad.any():
+        raise DatasetError(
+            path,
+            f"label ids {sorted(np.unique(label[bad]).tolist())[:8]} out of range 0..{num_classes - 1} (255 = ignore)",
+            "fix the label file or pass skip_bad=True",
+        )
+    return label
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """Load a json file; missing, empty or malformed files raise :class:`DatasetError`."""
+    if not path.is_file():
+        raise missing(path, "annotation file", fix)
+    text = path.read_text()
+    if not text.strip():
+        raise DatasetError(path, "annotation file is empty", fix)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(path, f"not valid json ({e})", fix) from e
+
+
+def read_id_list(path: Path) -> list[str]:
+    """Read an id list: one stem per line, or HRNet pairs / JPPNet triplets (the stem of the first path is used)."""
+    if not path.is_file():
+        raise missing(path, "id list", "give the split's id list (one image id per line)")
+    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(path, "id list is empty", "list one image id per line")
+    return ids
+
+
+def first_existing(candidates: Sequence[Path], what: str, fix: str) -> Path:
+    """Return the first existing path of ``candidates`` (alternative dataset layouts), else raise naming them all."""
+    for path in candidates:
+        if path.exists():
+            return path
+    tried = ", ".join(str(p) for p in candidates[1:])
+    raise missing(candidates[0], what, f"{fix} (also looked for {tried})" if tried else fix)
+
+
+def check_box(box: Any, width: int, height: int, where: str, fix: str) -> tuple[float, float, float, float]:
+    """Validate a COCO ``[x, y, w, h]`` box: positive size and inside the image (small tolerance)."""
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise DatasetError(where, f"bbox {box!r} is not 4 numbers", fix) from err
+    if not (w > 0 and h > 0):
+        raise DatasetError(where, f"degenerate bbox {box} (width and height must be > 0)", fix)
+    tol_x, tol_y = max(2.0, 0.01 * width), max(2.0, 0.01 * height)
+    if x < -tol_x or y < -tol_y or x + w > width + tol_x or y + h > height + tol_y:
+        raise DatasetError(where, f"bbox {box} lies outside the {width}x{height} image", fix)
+    return x, y, w, h
+
+
+_MEAN_T = torch.from_numpy(MEAN)[:, None, None]
+_INV_STD_T = torch.from_numpy(1.0 / STD)[:, None, None]
+
+
+def to_tensor(image: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 RGB → (3, H, W) float32 normalised with ImageNet mean/std."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W) uint8 view
+    return x.to(torch.float32, memory_format=torch.contiguous_format).sub_(_MEAN_T).mul_(_INV_STD_T)
+
+
+def denormalize(image: Tensor) -> np.ndarray:
+    """(3, H, W) normalised float → (H, W, 3) uint8 RGB (inverse of :func:`to_tensor`)."""
+    x = image.detach().float().cpu().numpy().transpose(1, 2, 0) * STD + MEAN  # (H, W, 3)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def worker_init(worker_id: int) -> None:
+    """Single-threaded OpenCV/torch per loader worker, and a distinct random stream per worker.
+
+    Forked workers inherit the parent's generators (including albumentations' own), so without reseeding every
+    worker would draw the same augmentations. The global rank is mixed in so DDP ranks differ too (their loaders
+    share a base seed after ``seed_everything``).
+    """
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, SampleDataset):
+        info.dataset.reseed((info.seed + 1_000_003 * int(rank_zero_only.rank)) % 2**32)
+
+
+class SampleDataset(Dataset):
+    """Map-style dataset over prepared sample records, skipping lazily found bad samples when asked.
+
+    Subclasses implement :meth:`load` (read and transform one record) and draw randomness from ``self.rng``. With
+    ``bad.skip`` a record whose image turns out unreadable is replaced by the next good one and counted in a warning.
+    """
+
+    def __init__(self, records: list[Any], bad: BadSamples) -> None:
+        self.records = records
+        self.bad = bad
+        self.reseed(torch.initial_seed() % 2**32)  # follows seed_everything in the main process
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream (called per loader worker by :func:`worker_init`)."""
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Any:
+        for attempt in range(len(self.records)):
+            try:
+                return self.load((index + attempt) % len(self.records))
+            except DatasetError as e:
+                self.bad.handle(e)
+        raise DatasetError("dataset", "every sample is bad", "check the dataset files")
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Loader settings and the optional synthetic dataset shared by every kd-suite DataModule.
+
+    Subclasses set ``synth_format`` (the ``kd-suite data synth`` format whose folder ``root`` is) and build their
+    datasets in ``setup``.
+    """
+
+    synth_format: str = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        synth_if_missing: bool,
+        synth_num_train: int,
+        synth_num_val: int,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.synth_if_missing = synth_if_missing
+        self.synth_num_train = synth_num_train
+        self.synth_num_val = synth_num_val
+
+    def synth_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for :func:`kd_suite.data.synth.synthesize` (e.g. the class list)."""
+        return {}
+
+    def prepare_data(self) -> None:
+        """With ``synth_if_missing``, write a small synthetic dataset into ``root`` when the folder does not exist."""
+        if self.root.exists() or not self.synth_if_missing:
+            return
+        from .synth import FORMAT_DIRS, synthesize  # local: the generator is only needed here
+
+        tmp = self.root.parent / f".{self.root.name}.synth-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(
+            f"{type(self).__name__}: {self.root} is missing; writing a synthetic {self.synth_format} dataset "
+            f"({self.synth_num_train} train / {self.synth_num_val} val images) there"
+        )
+        synthesize(
+            tmp,
+            self.synth_num_train,
+            self.synth_num_val,
+            formats=(self.synth_format,),
+            workers=0,
+            **self.synth_options(),
+        )
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / FORMAT_DIRS[self.synth_format], self.root)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def loader(self, dataset: Dataset, collate: Callable, train: bool) -> DataLoader:
+        """A DataLoader with this module's worker settings (shuffled and last batch dropped when training)."""
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            collate_fn=collate,
+            worker_init_fn=worker_init if workers > 0 else None,
+        )

@@ -1,0 +1,253 @@
+"""CrowdPose (14 joints, top-down, COCO-keypoints json with ``crowdIndex``).
+
+Layouts: official/DEKR ``json/crowdpose_{split}.json`` or mmpose ``annotations/mmpose_crowdpose_{split}.json``,
+images in ``images/`` (docs/datasets-and-metrics.md §1.3). Crops follow HRNet's COCO recipe: the box grown to the
+input aspect ratio and padded × 1.25. Validation uses GT boxes, or a COCO results json of person detections
+(``det_file``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import check_box, first_existing, read_json
+from .errors import BadSamples, DatasetError, missing
+from .pose import PoseDataModule, PoseInstance
+from .schema import CROWDPOSE_FLIP_PAIRS, CROWDPOSE_JOINTS
+from .transforms import box_to_center_size
+
+
+def crowdpose_split_file(root: Path, split: str) -> Path:
+    """The GT json of ``split`` in the official or the mmpose layout."""
+    if not root.is_dir():
+        raise missing(
+            root,
+            "CrowdPose root folder",
+            "point root at the folder holding images/ and json/ (or set synth_if_missing)",
+        )
+    return first_existing(
+        [root / "json" / f"crowdpose_{split}.json", root / "annotations" / f"mmpose_crowdpose_{split}.json"],
+        f"CrowdPose {split} annotation file",
+        "use the official (json/) or mmpose (annotations/) layout",
+    )
+
+
+def read_coco_keypoints(path: Path, num_joints: int, bad: BadSamples) -> tuple[dict[int, dict], list[dict]]:
+    """Images by id and validated annotations of a COCO-keypoints json (crowd annotations are kept)."""
+    fix = "fix the annotation or pass skip_bad=True"
+    data = read_json(path, "give a COCO-keypoints json with images, annotations and categories")
+    if not isinstance(data, dict) or not data.get("images") or not data.get("annotations"):
+        raise DatasetError(path, "no images or no annotations", "give a COCO-keypoints json with both lists filled")
+    images = {int(im["id"]): im for im in data["images"]}
+    anns = []
+    for k, a in enumerate(data["annotations"]):
+        where = f"{path} [annotation {k}, id {a.get('id')}]"
+        try:
+            image = images[int(a["image_id"])]
+            kps = np.asarray(a["keypoints"], np.float64)
+            if kps.shape != (num_joints * 3,):
+                raise DatasetError(
+                    where,
+                    f"wrong keypoint count: {kps.size} values, expected {num_joints} × 3",
+                    f"CrowdPose annotations hold {num_joints} (x, y, v) triplets; {fix}",
+                )
+            if not a.get("iscrowd", 0):
+                check_box(a["bbox"], int(image["width"]), int(image["height"]), where, fix)
+        except KeyError as err:
+            bad.handle(DatasetError(where, f"missing key or unknown image_id ({err})", fix))
+            continue
+        except DatasetError as err:
+            bad.handle(err)
+            continue
+        anns.append(a)
+    return images, anns
+
+
+class CrowdPoseDataModule(PoseDataModule):
+    """CrowdPose top-down pose as :class:`PoseBatch` es (meta: ``image_id``, ``ann_id``, ``center``, ``scale``,
+    ``bbox``, ``area`` (= bbox w·h; evaluators use 0.53·w·h themselves), ``crowd_index``, ``score``).
+
+    Args:
+        root: the CrowdPose folder.
+        batch_size: crops per batch.
+        num_workers: loader processes.
+        pin_memory: pin host memory.
+        persistent_workers: keep loader processes between epochs.
+        input_size: crop (h, w).
+        heatmap_stride: input pixels per heatmap pixel.
+        sigma: heatmap Gaussian std (heatmap pixels).
+        augment: random scale and rotation when training.
+        flip: random horizontal flip (joint pairs swapped) when training.
+        scale_factor: scale jitter std / bound.
+        rotation: rotation std in degrees (bounded at twice this).
+        train_split: split for training (the protocol trains on ``trainval``).
+        val_split: split for validation (``val``, or ``test`` for the reported numbers).
+        det_file: optional COCO results json of person boxes used instead of GT boxes for validation.
+        det_score_thr: detections below this score are dropped.
+        skip_bad: skip invalid annotations with a counted warning instead of raising.
+        synth_if_missing: write a small synthetic CrowdPose set into ``root`` when it does not exist.
+        synth_num_train: synthetic train scenes.
+        synth_num_val: synthetic val scenes.
+    """
+
+    synth_format = "crowdpose"
+    flip_pairs = CROWDPOSE_FLIP_PAIRS
+    class_names = CROWDPOSE_JOINTS
+
+    def __init__(
+        self,
+        root: str = "data/crowdpose",
+        batch_size: int = 32,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        input_size: tuple[int, int] = (256, 192),
+        heatmap_stride: int = 4,
+        sigma: float = 2.0,
+        augment: bool = True,
+        flip: bool = True,
+        scale_factor: float = 0.35,
+        rotation: float = 45.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        det_file: str | None = None,
+        det_score_thr: float = 0.0,
+        skip_bad: bool = False,
+        synth_if_missing: bool = False,
+        synth_num_train: int = 64,
+        synth_num_val: int = 16,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            input_size,
+            heatmap_stride,
+            sigma,
+            augment,
+            flip,
+            scale_factor,
+            rotation,
+            train_split,
+            val_split,
+            skip_bad,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+        self.det_file = Path(det_file) if det_file else None
+        self.det_score_thr = det_score_thr
+
+    @property
+    def val_ann_file(self) -> Path:
+        """GT json of the val split (evaluators must load it from this path: AP(E/M/H) re-reads crowdIndex)."""
+        return crowdpose_split_file(self.root, self.val_split)
+
+    def instances(self, split: str, train: bool, bad: BadSamples) -> list[PoseInstance]:
+        path = crowdpose_split_file(self.root, split)
+        images, anns = read_coco_keypoints(path, len(CROWDPOSE_JOINTS), bad)
+        aspect = self.input_size[1] / self.input_size[0]
+        missing_images: set[int] = set()
+        for image_id, im in images.items():
+            if not (self.root / "images" / im["file_name"]).is_file():
+                missing_images.add(image_id)
+                bad.handle(
+                    missing(
+                        self.root / "images" / im["file_name"],
+                        f"image {image_id} of {path}",
+                        "restore the image or pass skip_bad=True",
+                    )
+                )
+        if not train and self.det_file is not None:
+            return self._detections(images, missing_images, aspect)
+        out = []
+        for a in anns:
+            image_id = int(a["image_id"])
+            kps = np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
+            labelled = int((kps[:12, 2] > 0).sum())
+            if a.get("iscrowd", 0) or image_id in missing_images or (train and a.get("num_keypoints", labelled) == 0):
+                continue
+            im = images[image_id]
+            box = _clip_box(a["bbox"], int(im["width"]), int(im["height"]))
+            if box is None:
+                continue
+            center, size = box_to_center_size(box, aspect)
+            meta = {
+                "image_id": image_id,
+                "ann_id": a.get("id"),
+                "bbox": list(box),
+                "area": box[2] * box[3],
+                "crowd_index": float(im.get("crowdIndex", 0.0)),
+                "score": 1.0,
+                "joints": kps[:, :2].tolist(),
+                "joints_vis": kps[:, 2].tolist(),
+            }
+            out.append(
+                PoseInstance(
+                    self.root / "images" / im["file_name"],
+                    center,
+                    size,
+                    kps[:, :2],
+                    (kps[:, 2] > 0).astype(np.float32),
+                    meta,
+                )
+            )
+        if not out:
+            raise DatasetError(
+                path, "no usable person annotations", "check the annotations (non-crowd, with keypoints)"
+            )
+        return out
+
+    def _detections(self, images: dict[int, dict], missing_images: set[int], aspect: float) -> list[PoseInstance]:
+        dets = read_json(self.det_file, "give a COCO results json: [{image_id, bbox, score, category_id}, ...]")
+        if not isinstance(dets, list) or not dets:
+            raise DatasetError(self.det_file, "expected a non-empty list of detections", "pass a COCO results json")
+        out, k = [], len(CROWDPOSE_JOINTS)
+        for i, d in enumerate(dets):
+            image_id = int(d["image_id"])
+            if image_id not in images:
+                raise DatasetError(
+                    f"{self.det_file} [detection {i}]",
+                    f"image_id {image_id} is not in the GT json",
+                    "use detections made on the same split",
+                )
+            if d.get("category_id", 1) != 1 or float(d["score"]) < self.det_score_thr or image_id in missing_images:
+                continue
+            im = images[image_id]
+            box = _clip_box(d["bbox"], int(im["width"]), int(im["height"]))
+            if box is None:
+                continue
+            center, size = box_to_center_size(box, aspect)
+            meta = {
+                "image_id": image_id,
+                "bbox": list(box),
+                "area": box[2] * box[3],
+                "score": float(d["score"]),
+                "crowd_index": float(im.get("crowdIndex", 0.0)),
+            }
+            out.append(
+                PoseInstance(
+                    self.root / "images" / im["file_name"],
+                    center,
+                    size,
+                    np.zeros((k, 2)),
+                    np.zeros(k, np.float32),
+                    meta,
+                )
+            )
+        return out
+
+
+def _clip_box(box: Any, width: int, height: int) -> tuple[float, float, float, float] | None:
+    """HRNet's ``_sanitize``: clip to the image; None when nothing is left."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
+    if x2 < x1 or y2 < y1 or w * h <= 0:
+        return None
+    return x1, y1, x2 - x1, y2 - y1

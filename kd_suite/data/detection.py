@@ -1,0 +1,214 @@
+"""Detection samples shared by VOC and COCO: letterbox, random scale/placement, flip, HSV jitter and mosaic.
+
+Boxes are ``(x1, y1, x2, y2)`` float pixels. Validation letterboxes the whole image (centred, padded with 114) and
+records ``scale`` and ``pad`` in ``meta`` so predictions map back with ``(box - pad) / scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .batch import DetectionBatch
+from .common import BaseDataModule, SampleDataset, read_image, to_tensor
+from .errors import BadSamples
+from .transforms import clip_boxes, hsv_jitter, keep_boxes, letterbox, place
+
+
+@dataclass
+class DetectionRecord:
+    """One image: boxes (N, 4) xyxy in original pixels, class indices (N,), VOC difficult flags (N,)."""
+
+    image: Path
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class DetectionDataset(SampleDataset):
+    """Letterboxed images with boxes.
+
+    Args:
+        records: the images.
+        input_size: network input (h, w).
+        bad: bad-sample policy.
+        augment: random resize (``scale_range`` of the letterbox size) and placement/crop, HSV jitter.
+        flip: random horizontal flip.
+        mosaic: combine 4 images (YOLOX-style) for every training sample.
+        scale_range: random resize range relative to the letterbox size.
+    """
+
+    def __init__(
+        self,
+        records: list[DetectionRecord],
+        input_size: tuple[int, int],
+        bad: BadSamples,
+        augment: bool = False,
+        flip: bool = False,
+        mosaic: bool = False,
+        scale_range: tuple[float, float] = (0.5, 1.5),
+    ) -> None:
+        super().__init__(records, bad)
+        self.input_size = input_size
+        self.augment, self.flip, self.mosaic = augment, flip, mosaic
+        self.scale_range = scale_range
+
+    def _read(self, index: int) -> tuple[np.ndarray, DetectionRecord]:
+        rec: DetectionRecord = self.records[index]
+        return read_image(rec.image), rec
+
+    def load(self, index: int) -> dict[str, Any]:
+        h, w = self.input_size
+        image, rec = self._read(index)
+        meta = {**rec.meta, "orig_size": image.shape[:2]}
+        boxes, labels = rec.boxes.astype(np.float32), rec.labels.astype(np.int64)
+        if self.mosaic:
+            image, boxes, labels = self._mosaic(image, rec)
+            meta["mosaic"] = True
+        elif self.augment:
+            r = min(h / image.shape[0], w / image.shape[1]) * self.rng.uniform(*self.scale_range)
+            nh, nw = image.shape[0] * r, image.shape[1] * r
+            offset = (
+                self.rng.uniform(min(0, w - nw), max(0, w - nw)),
+                self.rng.uniform(min(0, h - nh), max(0, h - nh)),
+            )
+            placed, moved = place(image, boxes, (h, w), r, offset)
+            keep = keep_boxes(boxes, moved, r)
+            image, boxes, labels = placed, moved[keep], labels[keep]
+        else:
+            image, r, pad = letterbox(image, (h, w))
+            boxes = clip_boxes(boxes * r + np.array([*pad, *pad], np.float32), w, h)
+            meta.update(scale=r, pad=pad)
+        if self.flip and self.rng.random() < 0.5:
+            image = np.ascontiguousarray(image[:, ::-1])
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1) if len(boxes) else boxes
+            meta["flipped"] = True
+        if self.augment:
+            image = hsv_jitter(image, self.rng)
+        return {
+            "image": to_tensor(image),
+            "boxes": torch.from_numpy(boxes.reshape(-1, 4).astype(np.float32)),
+            "labels": torch.from_numpy(labels.astype(np.int64)),
+            "meta": meta,
+        }
+
+    def _mosaic(self, first: np.ndarray, rec: DetectionRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Four images around a random centre of a 2h × 2w canvas, then a random window resized to (h, w)."""
+        h, w = self.input_size
+        canvas = np.full((2 * h, 2 * w, 3), 114, np.uint8)
+        xc, yc = self.rng.uniform(0.5 * w, 1.5 * w), self.rng.uniform(0.5 * h, 1.5 * h)
+        others = self.rng.integers(0, len(self.records), 3)
+        all_boxes, all_labels = [], []
+        for k, (image, r_) in enumerate([(first, rec)] + [self._read(int(i)) for i in others]):
+            r = min(h / image.shape[0], w / image.shape[1])
+            nh, nw = max(1, round(image.shape[0] * r)), max(1, round(image.shape[1] * r))
+            ox = round(xc - nw) if k in (0, 2) else round(xc)
+            oy = round(yc - nh) if k in (0, 1) else round(yc)
+            resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + nw, 2 * w), min(oy + nh, 2 * h)
+            canvas[y0:y1, x0:x1] = resized[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+            b = r_.boxes.astype(np.float32) * r + np.array([ox, oy, ox, oy], np.float32)
+            all_boxes.append(b)
+            all_labels.append(r_.labels.astype(np.int64))
+        boxes, labels = np.concatenate(all_boxes).reshape(-1, 4), np.concatenate(all_labels)
+        s = self.rng.uniform(1.0, 2.0)
+        ww, wh = w * s, h * s
+        wx = float(np.clip(xc - ww / 2, 0, 2 * w - ww))
+        wy = float(np.clip(yc - wh / 2, 0, 2 * h - wh))
+        window = canvas[int(wy) : int(wy + wh), int(wx) : int(wx + ww)]
+        image = cv2.resize(window, (w, h), interpolation=cv2.INTER_LINEAR)
+        fx, fy = w / window.shape[1], h / window.shape[0]
+        moved = clip_boxes((boxes - np.array([int(wx), int(wy)] * 2, np.float32)) * np.array([fx, fy, fx, fy]), w, h)
+        keep = keep_boxes(boxes, moved, min(fx, fy))
+        return image, moved[keep], labels[keep]
+
+
+def collate_detection(items: list[dict[str, Any]]) -> DetectionBatch:
+    """Stack images and pad boxes to the batch maximum (labels -1 where padded)."""
+    m = max(1, max(len(i["labels"]) for i in items))
+    boxes = torch.zeros(len(items), m, 4)
+    labels = torch.full((len(items), m), -1, dtype=torch.int64)
+    for k, item in enumerate(items):
+        n = len(item["labels"])
+        boxes[k, :n], labels[k, :n] = item["boxes"], item["labels"]
+    return DetectionBatch(
+        image=torch.stack([i["image"] for i in items]), boxes=boxes, labels=labels, meta=[i["meta"] for i in items]
+    )
+
+
+class DetectionDataModule(BaseDataModule):
+    """Shell of the detection DataModules; subclasses provide :meth:`records` and ``class_names``."""
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        input_size: tuple[int, int],
+        augment: bool,
+        flip: bool,
+        mosaic: bool,
+        scale_range: tuple[float, float],
+        skip_bad: bool,
+        synth_if_missing: bool,
+        synth_num_train: int,
+        synth_num_val: int,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.augment, self.flip, self.mosaic, self.scale_range = augment, flip, mosaic, tuple(scale_range)
+        self.skip_bad = skip_bad
+        self.datasets: dict[str, DetectionDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of detection classes."""
+        return len(self.class_names)
+
+    def records(self, train: bool, bad: BadSamples) -> list[DetectionRecord]:  # pragma: no cover
+        raise NotImplementedError
+
+    def dataset(self, train: bool) -> DetectionDataset:
+        bad = BadSamples(self.skip_bad, f"{type(self).__name__} {'train' if train else 'val'}")
+        return DetectionDataset(
+            self.records(train, bad),
+            self.input_size,
+            bad,
+            augment=train and self.augment,
+            flip=train and self.flip,
+            mosaic=train and self.mosaic,
+            scale_range=self.scale_range,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self.datasets:
+            self.datasets["train"] = self.dataset(train=True)
+        if "val" not in self.datasets:
+            self.datasets["val"] = self.dataset(train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["train"], collate_detection, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["val"], collate_detection, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,255 @@
+"""LIP (Look Into Person) single-person human parsing: layouts, dataset and LightningDataModule.
+
+Layouts accepted (docs/datasets-and-metrics.md §1.1): the official release
+``TrainVal_images/{split}_images``, ``TrainVal_images/{split}_id.txt``,
+``TrainVal_parsing_annotations/{split}_segmentations`` (also with the doubled top folders unzipping creates), and
+SCHP's flat ``{split}_images``, ``{split}_segmentations``, ``{split}_id.txt``. Id lists may be plain stems, HRNet
+pair lists or JPPNet triplets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .batch import ParsingBatch
+from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, read_label, to_tensor
+from .errors import BadSamples, DatasetError, missing
+from .schema import IGNORE_INDEX, LIP_CLASSES, LIP_FLIP_PAIRS
+from .transforms import hflip_parsing, swap_lut
+
+
+def lip_split_paths(root: Path, split: str) -> tuple[Path, Path, Path]:
+    """(image folder, label folder, id list) of ``split`` under ``root`` in any supported layout."""
+    if not root.is_dir():
+        raise missing(
+            root, "LIP root folder", "point root at the folder holding TrainVal_images/ (or set synth_if_missing)"
+        )
+    fix = "use the official LIP layout or SCHP's flat layout (see kd_suite/data/lip.py)"
+    images = first_existing(
+        [
+            root / "TrainVal_images" / f"{split}_images",
+            root / "TrainVal_images" / "TrainVal_images" / f"{split}_images",
+            root / f"{split}_images",
+        ],
+        f"LIP {split} image folder",
+        fix,
+    )
+    ann = "TrainVal_parsing_annotations"
+    labels = first_existing(
+        [
+            root / ann / f"{split}_segmentations",
+            root / ann / ann / f"{split}_segmentations",
+            root / f"{split}_segmentations",
+        ],
+        f"LIP {split} label folder",
+        fix,
+    )
+    ids = first_existing(
+        [images.parent / f"{split}_id.txt", root / "TrainVal_images" / f"{split}_id.txt", root / f"{split}_id.txt"],
+        f"LIP {split} id list",
+        f"write one image id per line into {split}_id.txt next to {images.name}/",
+    )
+    return images, labels, ids
+
+
+def lip_records(root: Path, split: str, bad: BadSamples) -> list[tuple[str, Path, Path]]:
+    """(id, image path, label path) per listed sample; files missing on disk are reported eagerly."""
+    images, labels, id_file = lip_split_paths(root, split)
+    records = []
+    for sid in read_id_list(id_file):
+        image, label = images / f"{sid}.jpg", labels / f"{sid}.png"
+        for path, what in ((image, "image"), (label, "label")):
+            if not path.is_file():
+                bad.handle(
+                    missing(
+                        path,
+                        f"{what} of id {sid} listed in {id_file}",
+                        "restore the file, remove the id from the list, or pass skip_bad=True",
+                    )
+                )
+                break
+        else:
+            records.append((sid, image, label))
+    if not records:
+        raise DatasetError(id_file, "no usable samples", "check the id list and the image/label folders")
+    return records
+
+
+class LIPDataset(SampleDataset):
+    """LIP samples → (image tensor, mask tensor, meta).
+
+    Training: optional horizontal flip that swaps the left/right classes (14↔15, 16↔17, 18↔19), then an
+    albumentations pipeline (fit into ``input_size`` and pad with ignore, random scale/rotation, colour jitter)
+    that moves image and mask together. Validation: the whole image resized to ``input_size``; ``meta`` keeps the
+    original mask for metrics at the original resolution.
+    """
+
+    def __init__(
+        self,
+        records: list[tuple[str, Path, Path]],
+        input_size: tuple[int, int],
+        bad: BadSamples,
+        augment: bool = False,
+        flip: bool = False,
+        keep_original: bool = True,
+        scale_factor: float = 0.25,
+        rotation: float = 30.0,
+        color_jitter: bool = True,
+    ) -> None:
+        self.flip, self.keep_original = flip, keep_original
+        self.lut = swap_lut(len(LIP_CLASSES), LIP_FLIP_PAIRS)
+        h, w = input_size
+        if augment:
+            steps = [
+                A.LongestMaxSize(max_size_hw=(h, w)),
+                A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+                A.Affine(
+                    scale=(1 - scale_factor, 1 + scale_factor),
+                    rotate=(-rotation, rotation),
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=IGNORE_INDEX,
+                    p=0.8,
+                ),
+            ]
+            if color_jitter:
+                steps.append(A.ColorJitter(0.25, 0.25, 0.25, 0.03, p=0.5))
+        else:
+            steps = [A.Resize(h, w)]
+        self.transform = A.Compose(steps)
+        super().__init__(records, bad)
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        self.transform.set_random_seed(seed)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        sid, image_path, label_path = self.records[index]
+        image = read_image(image_path)
+        mask = read_label(label_path, len(LIP_CLASSES))
+        if mask.shape != image.shape[:2]:
+            raise DatasetError(
+                label_path,
+                f"label size {mask.shape} differs from image size {image.shape[:2]}",
+                "labels must have the image's height and width; or pass skip_bad=True",
+            )
+        meta: dict[str, Any] = {"id": sid, "path": str(image_path), "orig_size": mask.shape}
+        if self.keep_original:
+            meta["orig_mask"] = mask
+        if self.flip and self.rng.random() < 0.5:
+            image, mask = hflip_parsing(image, mask, self.lut)
+            meta["flipped"] = True
+        out = self.transform(image=image, mask=mask)
+        return to_tensor(out["image"]), torch.from_numpy(out["mask"].astype(np.int64)), meta
+
+
+def collate_parsing(items: list[tuple[torch.Tensor, torch.Tensor, dict]]) -> ParsingBatch:
+    """Stack LIP samples into a :class:`ParsingBatch`."""
+    return ParsingBatch(
+        image=torch.stack([i for i, _, _ in items]),  # (B, 3, H, W)
+        mask=torch.stack([m for _, m, _ in items]),  # (B, H, W) int64
+        meta=[d for _, _, d in items],
+    )
+
+
+class LIPDataModule(BaseDataModule):
+    """LIP human parsing (20 classes) as :class:`ParsingBatch` es.
+
+    Args:
+        root: the LIP folder (official or SCHP layout).
+        batch_size: samples per batch.
+        num_workers: loader processes.
+        pin_memory: pin host memory for faster GPU copies.
+        persistent_workers: keep loader processes between epochs.
+        input_size: network input (h, w); 473×473 is the usual LIP setting.
+        augment: random scale/rotation/colour on the train split (off = plain resize).
+        flip: random horizontal flip with left/right class swap on the train split.
+        scale_factor: random scale range ``1 ± scale_factor``.
+        rotation: random rotation range in degrees.
+        color_jitter: random brightness/contrast/saturation/hue.
+        train_split: split used for training.
+        val_split: split used for validation and test.
+        skip_bad: skip missing/corrupt/invalid samples with a counted warning instead of raising.
+        synth_if_missing: write a small synthetic LIP set into ``root`` when it does not exist.
+        synth_num_train: synthetic train scenes (each gives one crop per well visible person).
+        synth_num_val: synthetic val scenes.
+    """
+
+    synth_format = "lip"
+    num_classes = len(LIP_CLASSES)
+    class_names = LIP_CLASSES
+    flip_pairs = LIP_FLIP_PAIRS
+
+    def __init__(
+        self,
+        root: str = "data/LIP",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        input_size: tuple[int, int] = (256, 256),
+        augment: bool = True,
+        flip: bool = True,
+        scale_factor: float = 0.25,
+        rotation: float = 30.0,
+        color_jitter: bool = True,
+        train_split: str = "train",
+        val_split: str = "val",
+        skip_bad: bool = False,
+        synth_if_missing: bool = False,
+        synth_num_train: int = 64,
+        synth_num_val: int = 16,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.augment, self.flip, self.scale_factor, self.rotation = augment, flip, scale_factor, rotation
+        self.color_jitter = color_jitter
+        self.train_split, self.val_split = train_split, val_split
+        self.skip_bad = skip_bad
+        self.datasets: dict[str, LIPDataset] = {}
+
+    def dataset(self, split: str, train: bool) -> LIPDataset:
+        """Build the dataset of ``split`` (training transforms when ``train``)."""
+        bad = BadSamples(self.skip_bad, f"LIP {split}")
+        return LIPDataset(
+            lip_records(self.root, split, bad),
+            self.input_size,
+            bad,
+            augment=train and self.augment,
+            flip=train and self.flip,
+            keep_original=not train,
+            scale_factor=self.scale_factor,
+            rotation=self.rotation,
+            color_jitter=self.color_jitter,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self.datasets:
+            self.datasets["train"] = self.dataset(self.train_split, train=True)
+        if "val" not in self.datasets:
+            self.datasets["val"] = self.dataset(self.val_split, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["train"], collate_parsing, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["val"], collate_parsing, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

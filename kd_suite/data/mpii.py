@@ -1,0 +1,219 @@
+"""MPII Human Pose (16 joints, top-down) in the HRNet or mmpose layout.
+
+HRNet: ``annot/{train,valid,trainval,test}.json`` + ``annot/gt_valid.mat``; mmpose:
+``annotations/mpii_{train,val,trainval,test}.json`` + ``annotations/mpii_gt_val.mat``; images in ``images/``.
+The json is a list of person instances with 1-based ``center``, ``scale`` (height / 200 px), ``joints`` and
+``joints_vis`` (docs/datasets-and-metrics.md §1.2). Crops follow HRNet: centre moved down by ``15 * scale`` px,
+scale × 1.25.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.io import loadmat
+
+from .common import first_existing, read_json
+from .errors import BadSamples, DatasetError, missing
+from .pose import PoseDataModule, PoseInstance
+from .schema import MPII_FLIP_PAIRS, MPII_JOINTS
+
+_ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
+
+
+def mpii_split_file(root: Path, split: str) -> Path:
+    """The json of ``split`` (``valid`` and ``val`` are the same split) in either layout."""
+    if not root.is_dir():
+        raise missing(
+            root, "MPII root folder", "point root at the folder holding images/ and annot/ (or set synth_if_missing)"
+        )
+    names = _ALIASES.get(split, (split,))
+    candidates = [root / "annot" / f"{n}.json" for n in names] + [
+        root / "annotations" / f"mpii_{n}.json" for n in names
+    ]
+    return first_existing(
+        candidates, f"MPII {split} annotation file", "use the HRNet (annot/) or mmpose (annotations/) layout"
+    )
+
+
+def mpii_gt_mat(root: Path) -> Path | None:
+    """``gt_valid.mat`` / ``mpii_gt_val.mat`` if present."""
+    for path in (root / "annot" / "gt_valid.mat", root / "annotations" / "mpii_gt_val.mat"):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_head_sizes(path: Path, count: int) -> np.ndarray:
+    """PCKh head sizes ``0.6 * ||(x2, y2) - (x1, y1)||`` of the head boxes in ``gt_valid.mat`` (instance order)."""
+    mat = loadmat(str(path))
+    if "headboxes_src" not in mat:
+        raise DatasetError(
+            path, "no 'headboxes_src' array", "use the gt_valid.mat that ships with the MPII annotations"
+        )
+    boxes = np.asarray(mat["headboxes_src"], np.float64)  # (2, 2, N)
+    if boxes.ndim != 3 or boxes.shape[:2] != (2, 2) or boxes.shape[2] != count:
+        raise DatasetError(
+            path,
+            f"headboxes_src has shape {boxes.shape}, expected (2, 2, {count}) for the json instances",
+            "use the .mat made for the same val json (instance order must match)",
+        )
+    return 0.6 * np.linalg.norm(boxes[1] - boxes[0], axis=0)  # (N,)
+
+
+def mpii_instances(
+    root: Path, split: str, input_size: tuple[int, int], bad: BadSamples, head_sizes: bool = False
+) -> list[PoseInstance]:
+    """Read and validate the instances of ``split``; images are checked for existence, their pixels lazily."""
+    path = mpii_split_file(root, split)
+    fix = "each entry needs image, center [x, y], scale > 0 and 16 joints / joints_vis"
+    entries = read_json(path, fix)
+    if not isinstance(entries, list) or not entries:
+        raise DatasetError(path, "expected a non-empty list of person instances", fix)
+    heads = None
+    if head_sizes:
+        mat = mpii_gt_mat(root)
+        if mat is None:
+            warnings.warn(
+                f"{root}: no gt_valid.mat / mpii_gt_val.mat, so meta has no head_size (PCKh needs it)", stacklevel=2
+            )
+        else:
+            heads = read_head_sizes(mat, len(entries))
+    aspect = input_size[1] / input_size[0]
+    out = []
+    for i, e in enumerate(entries):
+        where = f"{path} [entry {i}]"
+        try:
+            image = root / "images" / str(e["image"])
+            center = np.asarray(e["center"], np.float64)
+            scale = float(e["scale"])
+            joints = np.asarray(e.get("joints", np.zeros((16, 2))), np.float64)
+            vis = np.asarray(e.get("joints_vis", np.zeros(16)), np.float32)
+        except (KeyError, TypeError, ValueError) as err:
+            bad.handle(DatasetError(where, f"malformed entry ({err!r})", fix))
+            continue
+        if joints.shape != (16, 2) or vis.shape != (16,):
+            bad.handle(
+                DatasetError(
+                    where,
+                    f"wrong keypoint count: joints {joints.shape}, joints_vis {vis.shape}, expected (16, 2) and (16,)",
+                    "MPII has 16 joints; fix the entry or pass skip_bad=True",
+                )
+            )
+            continue
+        if center.shape != (2,) or not scale > 0:
+            bad.handle(DatasetError(where, f"invalid center {center.tolist()} / scale {scale}", fix))
+            continue
+        if not image.is_file():
+            bad.handle(missing(image, f"image of {where}", "restore the image or pass skip_bad=True"))
+            continue
+        if center[0] != -1:  # HRNet: objpos sits high on the body; move down and pad
+            center[1] += 15 * scale
+        scale *= 1.25
+        side = scale * 200.0
+        size = np.array([side, side]) if aspect == 1 else np.array([max(side, side * aspect), max(side, side / aspect)])
+        meta = {
+            "image_id": str(e["image"]),
+            "index": i,
+            "bbox": _joint_box(joints - 1, vis),
+            "scale_200": scale / 1.25,
+            "joints": (joints - 1).tolist(),
+            "joints_vis": vis.tolist(),
+        }
+        meta["area"] = meta["bbox"][2] * meta["bbox"][3]
+        if heads is not None:
+            meta["head_size"] = float(heads[i])
+        out.append(PoseInstance(image, center - 1, size, joints - 1, (vis > 0).astype(np.float32), meta))
+    if not out:
+        raise DatasetError(path, "no usable person instances", fix)
+    return out
+
+
+def _joint_box(joints: np.ndarray, vis: np.ndarray) -> list[float]:
+    pts = joints[vis > 0]
+    if not len(pts):
+        return [0.0, 0.0, 0.0, 0.0]
+    (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
+    return [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+
+
+class MPIIDataModule(PoseDataModule):
+    """MPII top-down pose as :class:`PoseBatch` es (meta: ``image_id``, ``index`` (row of the split json),
+    ``center``, ``scale``, ``bbox``, ``area``, ``joints`` (original, 0-based), ``head_size`` on the val split).
+
+    Args:
+        root: the MPII folder (HRNet or mmpose layout).
+        batch_size: crops per batch.
+        num_workers: loader processes.
+        pin_memory: pin host memory.
+        persistent_workers: keep loader processes between epochs.
+        input_size: crop (h, w).
+        heatmap_stride: input pixels per heatmap pixel.
+        sigma: heatmap Gaussian std (heatmap pixels).
+        augment: random scale and rotation when training.
+        flip: random horizontal flip (joint pairs swapped) when training.
+        scale_factor: scale jitter std / bound.
+        rotation: rotation std in degrees (bounded at twice this).
+        train_split: split json for training (``train`` or ``trainval``).
+        val_split: split json for validation (``valid``; ``val`` works too).
+        skip_bad: skip invalid instances with a counted warning instead of raising.
+        synth_if_missing: write a small synthetic MPII set into ``root`` when it does not exist.
+        synth_num_train: synthetic train scenes.
+        synth_num_val: synthetic val scenes.
+    """
+
+    synth_format = "mpii"
+    flip_pairs = MPII_FLIP_PAIRS
+    class_names = MPII_JOINTS
+
+    def __init__(
+        self,
+        root: str = "data/mpii",
+        batch_size: int = 32,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        input_size: tuple[int, int] = (256, 256),
+        heatmap_stride: int = 4,
+        sigma: float = 2.0,
+        augment: bool = True,
+        flip: bool = True,
+        scale_factor: float = 0.25,
+        rotation: float = 30.0,
+        train_split: str = "train",
+        val_split: str = "valid",
+        skip_bad: bool = False,
+        synth_if_missing: bool = False,
+        synth_num_train: int = 64,
+        synth_num_val: int = 16,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            input_size,
+            heatmap_stride,
+            sigma,
+            augment,
+            flip,
+            scale_factor,
+            rotation,
+            train_split,
+            val_split,
+            skip_bad,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+
+    @property
+    def val_ann_file(self) -> Path | None:
+        """The PCKh ground truth (``gt_valid.mat`` / ``mpii_gt_val.mat``), or None if absent."""
+        return mpii_gt_mat(self.root)
+
+    def instances(self, split: str, train: bool, bad: BadSamples) -> list[PoseInstance]:
+        return mpii_instances(self.root, split, self.input_size, bad, head_sizes=not train)

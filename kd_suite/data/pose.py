@@ -1,0 +1,239 @@
+"""Top-down pose samples shared by MPII and CrowdPose: affine person crops, joint targets and the DataModule shell.
+
+A sample is one person: the image is warped so that the person's (padded) box fills ``input_size``; training adds
+random scale, rotation and a horizontal flip that swaps left/right joints. Targets are the joints in crop pixels,
+their weights and Gaussian heatmaps at ``heatmap_stride``; ``inv_affine`` maps crop pixels back to the original
+image (for predictions and metrics in original coordinates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .batch import PoseBatch
+from .common import BaseDataModule, SampleDataset, read_image, to_tensor
+from .errors import BadSamples
+from .transforms import affine_matrix, flip_joints, gaussian_heatmaps, invert_affine, warp_points
+
+
+@dataclass
+class PoseInstance:
+    """One annotated (or detected) person.
+
+    Attributes:
+        image: image file.
+        center: (2,) crop centre in original pixels (0-based).
+        size: (2,) crop box (w, h) in original pixels, with the input aspect ratio and padding applied.
+        joints: (K, 2) joints in original pixels (0-based).
+        visible: (K,) 1 = labelled joint.
+        meta: extra facts passed through to the batch (``image_id``, ``bbox``, ``head_size`` ...).
+    """
+
+    image: Path
+    center: np.ndarray
+    size: np.ndarray
+    joints: np.ndarray
+    visible: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class TopDownDataset(SampleDataset):
+    """Person crops with joint targets.
+
+    Args:
+        instances: the people.
+        input_size: crop (h, w).
+        flip_pairs: left/right joint pairs swapped by a horizontal flip.
+        bad: bad-sample policy.
+        heatmap_stride: input pixels per heatmap pixel.
+        sigma: heatmap Gaussian std in heatmap pixels.
+        augment: random scale (``1 ± scale_factor``, normal) and rotation (``±rotation``, normal, 60 % of samples).
+        flip: random horizontal flip.
+        scale_factor: scale jitter std and bound.
+        rotation: rotation std in degrees (bounded at twice this).
+        clip_visible: zero the weight of joints that fall outside the crop (training). Off for evaluation, where
+            every labelled joint counts (PCKh/OKS protocols).
+    """
+
+    def __init__(
+        self,
+        instances: list[PoseInstance],
+        input_size: tuple[int, int],
+        flip_pairs: Sequence[tuple[int, int]],
+        bad: BadSamples,
+        heatmap_stride: int = 4,
+        sigma: float = 2.0,
+        augment: bool = False,
+        flip: bool = False,
+        scale_factor: float = 0.25,
+        rotation: float = 30.0,
+        clip_visible: bool = True,
+    ) -> None:
+        super().__init__(instances, bad)
+        self.clip_visible = clip_visible
+        self.input_size = input_size
+        self.flip_pairs = flip_pairs
+        self.stride, self.sigma = heatmap_stride, sigma
+        self.augment, self.flip = augment, flip
+        self.scale_factor, self.rotation = scale_factor, rotation
+
+    def load(self, index: int) -> dict[str, Any]:
+        inst: PoseInstance = self.records[index]
+        image = read_image(inst.image)
+        h_img, w_img = image.shape[:2]
+        center, size, rot = inst.center.copy(), inst.size.copy(), 0.0
+        joints, visible = inst.joints.astype(np.float64), inst.visible.astype(np.float32)
+        if self.augment:
+            size = size * np.clip(
+                self.rng.normal() * self.scale_factor + 1, 1 - self.scale_factor, 1 + self.scale_factor
+            )
+            if self.rng.random() < 0.6:
+                rot = float(np.clip(self.rng.normal() * self.rotation, -2 * self.rotation, 2 * self.rotation))
+        flipped = self.flip and self.rng.random() < 0.5
+        h, w = self.input_size
+        if flipped:  # mirror the source first (x → W - 1 - x), then crop around the mirrored centre
+            center[0] = w_img - 1 - center[0]
+            joints, visible = flip_joints(joints, visible, w_img, self.flip_pairs)
+        matrix = affine_matrix(center, size, rot, (w, h))  # (mirrored) image → crop
+        warp = matrix
+        if flipped:
+            mirror = np.array([[-1.0, 0.0, w_img - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+            warp = (np.concatenate([matrix, [[0.0, 0.0, 1.0]]]) @ mirror)[:2]  # original image → crop
+        crop = cv2.warpAffine(image, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        keypoints = warp_points(joints, matrix)  # (K, 2) crop pixels
+        inside = (
+            (keypoints[:, 0] >= 0) & (keypoints[:, 0] <= w - 1) & (keypoints[:, 1] >= 0) & (keypoints[:, 1] <= h - 1)
+        )
+        heatmaps, weight = gaussian_heatmaps(
+            keypoints, visible * inside, (w // self.stride, h // self.stride), self.stride, self.sigma
+        )
+        if self.clip_visible:
+            visible = weight
+        meta = {
+            **inst.meta,
+            "center": inst.center.tolist(),
+            "scale": inst.size.tolist(),
+            "flipped": flipped,
+            "rotation": rot,
+            "image_size": (h_img, w_img),
+        }
+        return {
+            "image": to_tensor(crop),
+            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+            "visible": torch.from_numpy(visible.astype(np.float32)),
+            "heatmaps": torch.from_numpy(heatmaps),
+            "inv_affine": torch.from_numpy(invert_affine(warp).astype(np.float32)),
+            "meta": meta,
+        }
+
+
+def collate_pose(items: list[dict[str, Any]]) -> PoseBatch:
+    """Stack person crops into a :class:`PoseBatch`."""
+    return PoseBatch(
+        image=torch.stack([i["image"] for i in items]),  # (B, 3, H, W)
+        keypoints=torch.stack([i["keypoints"] for i in items]),  # (B, K, 2)
+        visible=torch.stack([i["visible"] for i in items]),  # (B, K)
+        heatmaps=torch.stack([i["heatmaps"] for i in items]),  # (B, K, H/s, W/s)
+        inv_affine=torch.stack([i["inv_affine"] for i in items]),  # (B, 2, 3)
+        meta=[i["meta"] for i in items],
+    )
+
+
+class PoseDataModule(BaseDataModule):
+    """Shell of the top-down pose DataModules; subclasses provide :meth:`instances` and the joint definitions."""
+
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    class_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        input_size: tuple[int, int],
+        heatmap_stride: int,
+        sigma: float,
+        augment: bool,
+        flip: bool,
+        scale_factor: float,
+        rotation: float,
+        train_split: str,
+        val_split: str,
+        skip_bad: bool,
+        synth_if_missing: bool,
+        synth_num_train: int,
+        synth_num_val: int,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            synth_if_missing,
+            synth_num_train,
+            synth_num_val,
+        )
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if self.input_size[0] % heatmap_stride or self.input_size[1] % heatmap_stride:
+            raise ValueError(f"input_size {self.input_size} must be divisible by heatmap_stride={heatmap_stride}")
+        self.heatmap_stride, self.sigma = heatmap_stride, sigma
+        self.augment, self.flip, self.scale_factor, self.rotation = augment, flip, scale_factor, rotation
+        self.train_split, self.val_split = train_split, val_split
+        self.skip_bad = skip_bad
+        self.datasets: dict[str, TopDownDataset] = {}
+
+    @property
+    def num_joints(self) -> int:
+        """Number of joints K."""
+        return len(self.class_names)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(h, w) of the GT heatmaps."""
+        return self.input_size[0] // self.heatmap_stride, self.input_size[1] // self.heatmap_stride
+
+    def instances(self, split: str, train: bool, bad: BadSamples) -> list[PoseInstance]:  # pragma: no cover
+        raise NotImplementedError
+
+    def dataset(self, split: str, train: bool) -> TopDownDataset:
+        """The dataset of ``split`` with training augmentation when ``train``."""
+        bad = BadSamples(self.skip_bad, f"{type(self).__name__} {split}")
+        return TopDownDataset(
+            self.instances(split, train, bad),
+            self.input_size,
+            self.flip_pairs,
+            bad,
+            self.heatmap_stride,
+            self.sigma,
+            augment=train and self.augment,
+            flip=train and self.flip,
+            scale_factor=self.scale_factor,
+            rotation=self.rotation,
+            clip_visible=train,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self.datasets:
+            self.datasets["train"] = self.dataset(self.train_split, train=True)
+        if "val" not in self.datasets:
+            self.datasets["val"] = self.dataset(self.val_split, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["train"], collate_pose, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["val"], collate_pose, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
