@@ -75,7 +75,8 @@ class DetectionOutput(ModelOutput):
     """Dense detector output (YOLOX style); ``neck`` holds the per-stride head inputs (FSD/FGD taps).
 
     Attributes:
-        neck: per-level features fed to the head, each (B, C_i, H_i, W_i), strides 8/16/32.
+        neck: per-level head-stem outputs (YOLOX ``head.stems[i]`` ≡ mmdet ``neck.out_convs[i]``), 256·width channels,
+            strides 8/16/32, each (B, C, H_i, W_i).
         cls: per-level class logits, each (B, num_classes, H_i, W_i).
         reg: per-level box regressions, each (B, 4, H_i, W_i).
         obj: per-level objectness logits, each (B, 1, H_i, W_i).

@@ -33,6 +33,7 @@ class Experiment:
     metric: str
     data_format: str
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
+    overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to every run of the task in the demo
 
     def config(self, name: str) -> Path:
         return CONFIGS / self.task / name
@@ -47,6 +48,14 @@ EXPERIMENTS = {
         metric="val/mIoU",
         data_format="lip",
         extra_metrics=("val/pixel_acc",),
+    ),
+    "detection": Experiment(
+        task="detection",
+        teacher="synthetic_teacher.yaml",
+        baseline="synthetic_student.yaml",
+        kd={"FSD (002)": "synthetic_fsd.yaml"},
+        metric="val/mAP50",
+        data_format="voc",
     ),
 }
 
@@ -78,7 +87,7 @@ def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bo
 
 def run_experiment(exp: Experiment, out: Path, seeds: list[int], epochs: int | None, wandb: bool) -> dict:
     """Teacher once, then baseline and every KD recipe for each seed; returns the rows of the report."""
-    extra = [f"--trainer.max_epochs={epochs}"] if epochs else []
+    extra = list(exp.overrides) + ([f"--trainer.max_epochs={epochs}"] if epochs else [])
     t0 = time.perf_counter()
     teacher_dir = out / exp.task / "teacher"
     t_metrics, t_module = _fit(exp.config(exp.teacher), teacher_dir, seeds[0], extra, wandb)

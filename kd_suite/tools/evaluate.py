@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, type=Path, help="ground truth file or folder")
     p.add_argument("--pred", required=True, type=Path, help="prediction file or folder")
     p.add_argument("--split", default=None, help="dataset split where the format needs one (voc: test)")
+    p.add_argument(
+        "--classes", default=None, help="voc: comma-separated class names in index order (default: VOC's 20)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     return p
 
@@ -41,6 +44,8 @@ def main(argv: list[str]) -> int:
             return 2
     module, func, _ = FORMATS[args.format]
     options = {"split": args.split} if args.split else {}
+    if args.classes and args.format == "voc":
+        options["class_names"] = args.classes
     try:
         result = getattr(importlib.import_module(module), func)(args.gt, args.pred, **options)
     except (ValueError, FileNotFoundError, KeyError) as e:
