@@ -68,7 +68,7 @@ def test_fit_then_load_checkpoint_with_weights_only(tmp_path):
     module = TinySegDistiller.load_from_checkpoint(ckpts[0], weights_only=True)  # rebuilt from the stored config
     assert type(module.student).__name__ == "TinySegNet" and len(module.teachers) == 1
     assert set(module.losses) == {"kl", "hint"}
-    main(["validate", "--config", TINY, f"--ckpt_path={ckpts[0]}"])
+    main(["validate", "--config", TINY, f"--ckpt_path={ckpts[0]}", f"--trainer.default_root_dir={tmp_path}"])
 
 
 def test_profile_prints_json(capsys):

@@ -26,11 +26,18 @@ from torch import Tensor
 from torchmetrics import Metric
 from tqdm import tqdm
 
-#: The 20 LIP classes, index = label id (datasets-and-metrics.md §1.1).
-LIP_CLASSES: tuple[str, ...] = (
-    "Background", "Hat", "Hair", "Glove", "Sunglasses", "Upper-clothes", "Dress", "Coat", "Socks", "Pants",
-    "Jumpsuits", "Scarf", "Skirt", "Face", "Left-arm", "Right-arm", "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
-)  # fmt: skip
+from ..data.schema import LIP_CLASSES
+
+__all__ = [
+    "LIP_CLASSES",
+    "ParsingMetric",
+    "confusion_matrix",
+    "evaluate_files",
+    "find_gt_dir",
+    "read_label_png",
+    "scores_from_confmat",
+    "summary",
+]
 
 #: Where a LIP root keeps the label PNGs of a split, tried in order (official layout, doubled folder, SCHP layout).
 _GT_LAYOUTS = (
@@ -119,16 +126,15 @@ class ParsingMetric(Metric):
         return scores_from_confmat(self.confmat)
 
     def per_class_table(self) -> dict[str, float]:
-        """``{class name: IoU}`` of the accumulated matrix."""
-        iou = scores_from_confmat(self.confmat)["per_class_iou"]
-        return {name: float(v) for name, v in zip(self.class_names, iou)}
+        """``{class name: IoU}`` of the accumulated (and, under DDP, synchronised) matrix."""
+        return dict(zip(self.class_names, self.compute()["per_class_iou"].tolist()))
 
 
 def summary(metric: ParsingMetric, num_images: int | None = None) -> dict[str, Any]:
     """JSON-able scores of a metric: mIoU, pixel_acc, mean_acc, per_class_iou {name: IoU} (+ num_images)."""
-    scores = metric.compute()
+    scores = metric.compute()  # synchronised across processes; cached until the next update
     out: dict[str, Any] = {k: float(scores[k]) for k in ("mIoU", "pixel_acc", "mean_acc")}
-    out["per_class_iou"] = metric.per_class_table()
+    out["per_class_iou"] = dict(zip(metric.class_names, scores["per_class_iou"].tolist()))
     if num_images is not None:
         out["num_images"] = num_images
     return out

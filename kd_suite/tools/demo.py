@@ -75,6 +75,7 @@ def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bo
         str(config),
         f"--seed_everything={seed}",
         f"--trainer.default_root_dir={run_dir}",
+        "--trainer.callbacks=[]",
         "--trainer.enable_checkpointing=false",
         *logger,
         *overrides,

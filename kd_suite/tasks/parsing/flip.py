@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-#: LIP left/right class pairs (Left-arm/Right-arm, Left-leg/Right-leg, Left-shoe/Right-shoe).
-LIP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
+from ...data.schema import LIP_FLIP_PAIRS
+
+__all__ = ["LIP_FLIP_PAIRS", "flip_logits", "flip_permutation", "flip_test_logits"]
 
 
 def flip_permutation(num_classes: int, pairs: Sequence[tuple[int, int]] = LIP_FLIP_PAIRS) -> list[int]:

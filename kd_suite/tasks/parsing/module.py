@@ -12,10 +12,12 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
 from ...data.batch import ParsingBatch
+from ...data.common import denormalize
 from ...distiller import Distiller
 from ...losses.base import DistillLoss
 from ...metrics.parsing import LIP_CLASSES, ParsingMetric, summary
 from ...outputs import ParsingOutput
+from ...viz import overlay_mask
 from .flip import LIP_FLIP_PAIRS, flip_permutation, flip_test_logits
 
 
@@ -45,6 +47,11 @@ class ParsingDistiller(Distiller):
         flip_pairs: class pairs swapped by the flip (LIP: 14↔15, 16↔17, 18↔19).
         class_names: names for per-class logs; defaults to the LIP classes when ``num_classes`` is 20.
         log_images: number of validation images sent to W&B per epoch (first batch; only with a WandbLogger).
+
+    Attributes:
+        val_scores: JSON-able summary of the last validation/test epoch (``mIoU``, ``pixel_acc``, ``mean_acc``,
+            ``per_class_iou`` and, after the teacher's evaluation, ``teacher``).
+        teacher_evaluated: set once the teacher has been scored; reset it to score the teacher again.
     """
 
     def __init__(
@@ -66,7 +73,10 @@ class ParsingDistiller(Distiller):
     ) -> None:
         super().__init__(student, teacher, teacher_ckpt, losses, optimizer, scheduler, scheduler_interval)
         for who, model in [("student", self.student), *[(f"teacher {i}", t) for i, t in enumerate(self.teachers)]]:
-            channels = model.tap_info["logits"].channels
+            taps = getattr(model, "tap_info", None)
+            if not isinstance(taps, dict) or "logits" not in taps:
+                raise TypeError(f"{who} {type(model).__name__} must declare tap_info with a 'logits' entry")
+            channels = taps["logits"].channels
             if channels != num_classes:
                 raise ValueError(
                     f"{who} {type(model).__name__} predicts {channels} classes but num_classes={num_classes}"
@@ -107,8 +117,7 @@ class ParsingDistiller(Distiller):
         labels = []
         for i in range(logits.shape[0]):
             size = tuple(batch.meta[i]["orig_size"]) if batch.meta and "orig_size" in batch.meta[i] else None
-            up = F.interpolate(logits[i : i + 1].float(), size=size or batch.image.shape[-2:], mode="bilinear")
-            labels.append(up[0].argmax(0))  # (H, W)
+            labels.append(_argmax_at(logits[i : i + 1], size or batch.image.shape[-2:])[0])  # (H, W)
         return labels
 
     def predict_step(self, batch: ParsingBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -164,25 +173,32 @@ class ParsingDistiller(Distiller):
             self.val_scores["teacher"] = teacher
             self.teacher_evaluated = True
 
-    # ------------------------------------------------------------------ W&B pictures
+    # ------------------------------------------------------------------ pictures
+    @torch.no_grad()
+    def render(self, batch: ParsingBatch, output: ParsingOutput | None, n: int = 4) -> list[np.ndarray]:
+        """The first ``n`` input images with the predicted (or, for ``output=None``, GT) mask overlaid, RGB uint8."""
+        n = min(n, batch.image.shape[0])
+        masks = batch.mask[:n] if output is None else _argmax_at(output.logits[:n], batch.image.shape[-2:])
+        masks = masks.cpu().numpy().astype(np.uint8)
+        return [overlay_mask(denormalize(batch.image[i]), masks[i]) for i in range(n)]
+
     def _log_examples(self, batch: ParsingBatch, logits: Tensor, t_logits: Tensor | None) -> None:
         """Log the first ``log_images`` images with GT, student (and teacher) masks at input resolution."""
         import wandb
 
         n = min(self.log_images, batch.image.shape[0])
-        size = batch.image.shape[-2:]
-        student = F.interpolate(logits[:n].float(), size=size, mode="bilinear").argmax(1)  # (n, H, W)
-        teacher = None if t_logits is None else F.interpolate(t_logits[:n].float(), size=size, mode="bilinear")
+        student = _argmax_at(logits[:n], batch.image.shape[-2:])  # (n, H, W)
+        teacher = None if t_logits is None else _argmax_at(t_logits[:n], batch.image.shape[-2:])
         labels = dict(enumerate(self.class_names)) | {self.ignore_index: "ignore"}
         images = []
         for i in range(n):
             masks = {"ground_truth": batch.mask[i], "student": student[i]}
             if teacher is not None:
-                masks["teacher"] = teacher[i].argmax(0)
+                masks["teacher"] = teacher[i]
             panel = {
                 k: {"mask_data": v.cpu().numpy().astype(np.uint8), "class_labels": labels} for k, v in masks.items()
             }
-            images.append(wandb.Image(_to_uint8_image(batch.image[i]), masks=panel))
+            images.append(wandb.Image(denormalize(batch.image[i]), masks=panel))
         self.logger.experiment.log({"val/examples": images, "trainer/global_step": self.global_step})
 
 
@@ -197,8 +213,6 @@ def _orig_masks(batch: ParsingBatch) -> list[Tensor]:
     return [torch.as_tensor(np.asarray(m["orig_mask"])) for m in batch.meta]
 
 
-def _to_uint8_image(image: Tensor) -> np.ndarray:
-    """(3, H, W) normalised tensor → (H, W, 3) uint8 for display (per-image min-max stretch)."""
-    x = image.detach().float().cpu()
-    x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-6)
-    return (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+def _argmax_at(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Class ids (B, H, W) of (B, K, h, w) logits bilinearly upsampled to ``size``."""
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).argmax(1)

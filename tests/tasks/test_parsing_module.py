@@ -1,0 +1,204 @@
+"""ParsingDistiller on a tiny in-memory dataset: task loss, LIP-protocol validation, teacher mIoU, PNG export, W&B."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import Logger
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from kd_suite.data.batch import ParsingBatch
+from kd_suite.metrics.parsing import evaluate_files
+from kd_suite.outputs import ParsingOutput
+from kd_suite.tasks.parsing import ParsingDistiller, ParsingNet, PSPParsingNet, flip_logits, write_predictions
+
+from .test_parsing_metric import numpy_scores
+
+K, SIZE = 20, 32
+
+
+class TinyLIP(Dataset):
+    """Random images at SIZE², original masks of other sizes (with ignore pixels), like LIP val after resizing."""
+
+    def __init__(self, n: int = 6, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.items = []
+        for i in range(n):
+            h, w = (int(v) for v in rng.integers(20, 48, size=2))
+            orig = rng.integers(0, K, size=(h, w)).astype(np.uint8)
+            orig[rng.random((h, w)) < 0.1] = 255
+            rows = np.arange(SIZE) * h // SIZE
+            cols = np.arange(SIZE) * w // SIZE
+            mask = torch.from_numpy(orig[rows][:, cols].astype(np.int64))  # nearest resize to the input
+            image = torch.from_numpy(rng.standard_normal((3, SIZE, SIZE)).astype(np.float32))
+            self.items.append((image, mask, {"id": f"img{i}", "orig_size": (h, w), "orig_mask": orig}))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.items[i]
+
+
+def collate(items: list[tuple]) -> ParsingBatch:
+    return ParsingBatch(
+        torch.stack([a for a, _, _ in items]), torch.stack([b for _, b, _ in items]), [m for *_, m in items]
+    )
+
+
+def loader(n: int = 6, batch_size: int = 3) -> DataLoader:
+    return DataLoader(TinyLIP(n), batch_size=batch_size, collate_fn=collate)
+
+
+def student() -> ParsingNet:
+    torch.manual_seed(0)
+    return ParsingNet("test_resnet", K, context_channels=8, fusion_channels=(8, 8, 8), head_channels=8)
+
+
+def teacher() -> PSPParsingNet:
+    torch.manual_seed(1)
+    return PSPParsingNet("test_resnet", K, psp_channels=8, head_channels=8)
+
+
+class Recorder(Logger):
+    """Keeps every log_metrics call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, float]] = []
+
+    name, version = "rec", 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append(dict(metrics))
+
+
+def trainer(**kwargs: Any) -> L.Trainer:
+    kwargs.setdefault("logger", False)
+    opts = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+    return L.Trainer(accelerator="cpu", devices=1, **opts, **kwargs)
+
+
+def reference_scores(model: torch.nn.Module, data: DataLoader, flip: bool = False) -> dict:
+    """Independent evaluation: eval logits, upsample each to its original size, argmax, numpy scores."""
+    model.eval()
+    preds, gts = [], []
+    with torch.no_grad():
+        for batch in data:
+            logits = model(batch.image).logits
+            if flip:
+                logits = (logits + flip_logits(model(batch.image.flip(-1)).logits)) / 2
+            for lg, meta in zip(logits, batch.meta):
+                up = F.interpolate(lg[None], size=meta["orig_size"], mode="bilinear", align_corners=False)
+                preds.append(up[0].argmax(0).numpy())
+                gts.append(meta["orig_mask"])
+    return numpy_scores(preds, gts, K)
+
+
+def manual_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    up = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+    logp = up.log_softmax(1).permute(0, 2, 3, 1).reshape(-1, K)
+    labels = mask.reshape(-1)
+    keep = labels != 255
+    return -logp[keep].gather(1, labels[keep, None]).mean()
+
+
+def test_task_loss_is_ce_plus_weighted_aux():
+    module = ParsingDistiller(student(), aux_weight=0.4)
+    batch = next(iter(loader()))
+    out = module.student.train()(batch.image)
+    terms = module.task_loss(out, batch)
+    assert set(terms) == {"ce", "aux"} and len(out.aux_logits) == 2
+    torch.testing.assert_close(terms["ce"], manual_ce(out.logits, batch.mask))
+    torch.testing.assert_close(terms["aux"], 0.4 * sum(manual_ce(a, batch.mask) for a in out.aux_logits))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_validation_follows_the_lip_protocol(flip):
+    module = ParsingDistiller(student(), flip_test=flip)
+    result = trainer().validate(module, loader(), verbose=False)[0]
+    want = reference_scores(module.student, loader(), flip)
+    assert result["val/mIoU"] == pytest.approx(want["mIoU"], abs=1e-6)
+    assert result["val/pixel_acc"] == pytest.approx(want["pixel_acc"], abs=1e-6)
+    assert result["val/mean_acc"] == pytest.approx(want["mean_acc"], abs=1e-6)
+    assert result["val/iou/Right-shoe"] == pytest.approx(want["iou"][19], abs=1e-6)
+    assert module.val_scores["per_class_iou"]["Hat"] == pytest.approx(want["iou"][1], abs=1e-9)
+
+
+def test_teacher_miou_is_logged_once_and_correct():
+    module = ParsingDistiller(student(), teacher=teacher(), optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    rec = Recorder()
+    trainer(logger=rec, max_epochs=2, limit_train_batches=1, num_sanity_val_steps=1).fit(module, loader(), loader())
+    logged = [c["val/teacher_mIoU"] for c in rec.calls if "val/teacher_mIoU" in c]
+    assert len(logged) == 1  # first real validation only (not the sanity check, not epoch 2)
+    assert logged[0] == pytest.approx(reference_scores(module.teachers[0], loader())["mIoU"], abs=1e-6)
+    assert sum("val/mIoU" in c for c in rec.calls) == 2
+
+
+def test_written_predictions_score_like_validation(tmp_path):
+    module = ParsingDistiller(student())
+    result = trainer().validate(module, loader(), verbose=False)[0]
+    assert write_predictions(module, loader(), tmp_path / "pred") == 6
+    (tmp_path / "gt").mkdir()
+    for _, _, meta in TinyLIP():
+        Image.fromarray(meta["orig_mask"], mode="L").save(tmp_path / "gt" / f"{meta['id']}.png")
+    scores = evaluate_files(tmp_path / "gt", tmp_path / "pred")
+    assert scores["num_images"] == 6
+    assert scores["mIoU"] == pytest.approx(result["val/mIoU"], abs=1e-6)
+    assert scores["pixel_acc"] == pytest.approx(result["val/pixel_acc"], abs=1e-6)
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.logged: list[dict] = []
+        self.config = SimpleNamespace(update=lambda *a, **k: None)
+
+    def log(self, data: dict) -> None:
+        self.logged.append(data)
+
+
+def test_wandb_examples_show_gt_student_and_teacher_masks(tmp_path):
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    logger._experiment = FakeRun()  # no wandb run: record what would be sent
+    module = ParsingDistiller(student(), teacher=teacher(), log_images=2)
+    trainer(logger=logger).validate(module, loader(), verbose=False)
+    examples = [d["val/examples"] for d in logger._experiment.logged if "val/examples" in d]
+    assert len(examples) == 1 and len(examples[0]) == 2  # once per validation epoch, first batch only
+    masks = examples[0][0]._masks
+    assert set(masks) == {"ground_truth", "student", "teacher"}
+    assert masks["student"]._val["class_labels"][14] == "Left-arm"
+    assert masks["ground_truth"]._val["mask_data"].shape == (SIZE, SIZE)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="predicts 20 classes but num_classes=7"):
+        ParsingDistiller(student(), num_classes=7)
+    with pytest.raises(ValueError, match="flip pairs"):
+        ParsingDistiller(student(), flip_pairs=((14, 25),))
+    data = [(torch.zeros(3, SIZE, SIZE), torch.zeros(SIZE, SIZE, dtype=torch.long), {"id": "x"})]
+    with pytest.raises(KeyError, match="orig_mask"):
+        trainer().validate(ParsingDistiller(student()), DataLoader(data, collate_fn=collate), verbose=False)
+
+
+def test_render_overlays_prediction_or_ground_truth():
+    module = ParsingDistiller(student())
+    batch = next(iter(loader()))
+    batch.mask[batch.mask == 255] = 0
+    perfect = ParsingOutput(logits=F.one_hot(batch.mask, K).permute(0, 3, 1, 2).float() * 10)  # (B, K, H, W)
+    gt, pred = module.render(batch, None, n=2), module.render(batch, perfect, n=2)
+    assert len(gt) == 2 and gt[0].shape == (SIZE, SIZE, 3) and gt[0].dtype == np.uint8
+    for a, b in zip(gt, pred):
+        np.testing.assert_array_equal(a, b)
+    other = module.render(batch, module.student.eval()(batch.image), n=2)
+    assert any((a != b).any() for a, b in zip(gt, other))
