@@ -204,4 +204,3 @@ def confidence_logit(maxvals: Tensor, eps: float = 1e-4) -> Tensor:
     """Peak values as logits (``sigmoid(logit) = clamp(maxval)``) so heatmap and regression scores share a type."""
     p = maxvals.clamp(eps, 1 - eps)
     return torch.log(p) - torch.log1p(-p)
-
