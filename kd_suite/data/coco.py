@@ -149,23 +149,24 @@ class COCODetectionDataModule(DetectionDataModule):
         synth_num_val: int = 16,
     ) -> None:
         super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            input_size,
-            augment,
-            flip,
-            mosaic,
-            scale_range,
-            skip_bad,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            input_size=input_size,
+            augment=augment,
+            flip=flip,
+            mosaic=mosaic,
+            scale_range=scale_range,
+            train_split=train_split,
+            val_split=val_split,
+            skip_bad=skip_bad,
+            synth_if_missing=synth_if_missing,
+            synth_num_train=synth_num_train,
+            synth_num_val=synth_num_val,
         )
         self._class_names = list(class_names) if class_names is not None else None
-        self.train_split, self.val_split = train_split, val_split
 
     @property
     def class_names(self) -> list[str]:

@@ -124,13 +124,12 @@ def denormalize(image: Tensor) -> np.ndarray:
 
 
 def worker_init(worker_id: int) -> None:
-    """Single-threaded OpenCV/torch per loader worker, and a distinct random stream per worker.
+    """One torch thread per loader worker (OpenCV: see BaseDataModule.loader) and a distinct random stream each.
 
     Forked workers inherit the parent's generators (including albumentations' own), so without reseeding every
     worker would draw the same augmentations. The global rank is mixed in so DDP ranks differ too (their loaders
     share a base seed after ``seed_everything``).
     """
-    cv2.setNumThreads(1)
     torch.set_num_threads(1)
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, SampleDataset):
@@ -169,13 +168,33 @@ class SampleDataset(Dataset):
 
 
 class BaseDataModule(L.LightningDataModule):
-    """Loader settings and the optional synthetic dataset shared by every kd-suite DataModule.
+    """Loader settings, splits, the optional synthetic dataset and the loaders shared by every kd-suite DataModule.
 
-    Subclasses set ``synth_format`` (the ``kd-suite data synth`` format whose folder ``root`` is) and build their
-    datasets in ``setup``.
+    Subclasses set ``synth_format`` (the ``kd-suite data synth`` format whose folder ``root`` is) and ``collate``
+    (a ``staticmethod`` stacking samples into a batch), and implement :meth:`split_dataset`. :meth:`setup` builds the
+    training dataset for ``fit`` (or no stage) and the validation dataset for every stage, each once; the test loader
+    is the validation loader.
+
+    Args:
+        root: the dataset folder.
+        batch_size: samples per batch.
+        num_workers: loader processes.
+        pin_memory: pin host memory (only when CUDA is available).
+        persistent_workers: keep loader processes between epochs.
+        input_size: network input (h, w).
+        augment: random geometric/photometric augmentation on the training split.
+        flip: random horizontal flip on the training split.
+        train_split: split used for training.
+        val_split: split used for validation and test.
+        skip_bad: skip missing/corrupt/invalid samples with a counted warning instead of raising.
+        synth_if_missing: write a small synthetic dataset into ``root`` when it does not exist.
+        synth_num_train: synthetic train scenes.
+        synth_num_val: synthetic val scenes.
     """
 
     synth_format: str = ""
+    collate: Callable[[list[Any]], Any]
+    datasets: dict[str, Dataset]
 
     def __init__(
         self,
@@ -184,6 +203,12 @@ class BaseDataModule(L.LightningDataModule):
         num_workers: int,
         pin_memory: bool,
         persistent_workers: bool,
+        input_size: tuple[int, int],
+        augment: bool,
+        flip: bool,
+        train_split: str,
+        val_split: str,
+        skip_bad: bool,
         synth_if_missing: bool,
         synth_num_train: int,
         synth_num_val: int,
@@ -194,9 +219,14 @@ class BaseDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.augment, self.flip = augment, flip
+        self.train_split, self.val_split = train_split, val_split
+        self.skip_bad = skip_bad
         self.synth_if_missing = synth_if_missing
         self.synth_num_train = synth_num_train
         self.synth_num_val = synth_num_val
+        self.datasets = {}
 
     def synth_options(self) -> dict[str, Any]:
         """Extra keyword arguments for :func:`kd_suite.data.synth.synthesize` (e.g. the class list)."""
@@ -226,9 +256,23 @@ class BaseDataModule(L.LightningDataModule):
         os.replace(tmp / FORMAT_DIRS[self.synth_format], self.root)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    def split_dataset(self, train: bool) -> Dataset:  # pragma: no cover - abstract
+        """The training dataset (``train``, with augmentation) or the validation dataset."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self.datasets:
+            self.datasets["train"] = self.split_dataset(train=True)
+        if "val" not in self.datasets:
+            self.datasets["val"] = self.split_dataset(train=False)
+
     def loader(self, dataset: Dataset, collate: Callable, train: bool) -> DataLoader:
         """A DataLoader with this module's worker settings (shuffled and last batch dropped when training)."""
         workers = self.num_workers
+        if workers > 0:
+            # one OpenCV thread, set in the parent before the workers fork: calling cv2.setNumThreads inside a forked
+            # worker after the parent used OpenCV's pool can deadlock that worker
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -240,3 +284,15 @@ class BaseDataModule(L.LightningDataModule):
             collate_fn=collate,
             worker_init_fn=worker_init if workers > 0 else None,
         )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["train"], self.collate, train=True)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["val"], self.collate, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -121,24 +121,24 @@ class CrowdPoseDataModule(PoseDataModule):
         synth_num_val: int = 16,
     ) -> None:
         super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            input_size,
-            heatmap_stride,
-            sigma,
-            augment,
-            flip,
-            scale_factor,
-            rotation,
-            train_split,
-            val_split,
-            skip_bad,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            input_size=input_size,
+            heatmap_stride=heatmap_stride,
+            sigma=sigma,
+            augment=augment,
+            flip=flip,
+            scale_factor=scale_factor,
+            rotation=rotation,
+            train_split=train_split,
+            val_split=val_split,
+            skip_bad=skip_bad,
+            synth_if_missing=synth_if_missing,
+            synth_num_train=synth_num_train,
+            synth_num_val=synth_num_val,
         )
         self.det_file = Path(det_file) if det_file else None
         self.det_score_thr = det_score_thr
@@ -176,7 +176,6 @@ class CrowdPoseDataModule(PoseDataModule):
             box = _clip_box(a["bbox"], int(im["width"]), int(im["height"]))
             if box is None:
                 continue
-            center, size = box_to_center_size(box, aspect)
             meta = {
                 "image_id": image_id,
                 "ann_id": a.get("id"),
@@ -187,16 +186,7 @@ class CrowdPoseDataModule(PoseDataModule):
                 "joints": kps[:, :2].tolist(),
                 "joints_vis": kps[:, 2].tolist(),
             }
-            out.append(
-                PoseInstance(
-                    self.root / "images" / im["file_name"],
-                    center,
-                    size,
-                    kps[:, :2],
-                    (kps[:, 2] > 0).astype(np.float32),
-                    meta,
-                )
-            )
+            out.append(self._instance(im, box, aspect, kps[:, :2], (kps[:, 2] > 0).astype(np.float32), meta))
         if not out:
             raise DatasetError(
                 path, "no usable person annotations", "check the annotations (non-crowd, with keypoints)"
@@ -222,7 +212,6 @@ class CrowdPoseDataModule(PoseDataModule):
             box = _clip_box(d["bbox"], int(im["width"]), int(im["height"]))
             if box is None:
                 continue
-            center, size = box_to_center_size(box, aspect)
             meta = {
                 "image_id": image_id,
                 "bbox": list(box),
@@ -230,17 +219,21 @@ class CrowdPoseDataModule(PoseDataModule):
                 "score": float(d["score"]),
                 "crowd_index": float(im.get("crowdIndex", 0.0)),
             }
-            out.append(
-                PoseInstance(
-                    self.root / "images" / im["file_name"],
-                    center,
-                    size,
-                    np.zeros((k, 2)),
-                    np.zeros(k, np.float32),
-                    meta,
-                )
-            )
+            out.append(self._instance(im, box, aspect, np.zeros((k, 2)), np.zeros(k, np.float32), meta))
         return out
+
+    def _instance(
+        self,
+        im: dict,
+        box: tuple[float, float, float, float],
+        aspect: float,
+        joints: np.ndarray,
+        visible: np.ndarray,
+        meta: dict[str, Any],
+    ) -> PoseInstance:
+        """The person crop of a clipped ``box`` on the image record ``im``: HRNet's aspect-fitted box padded × 1.25."""
+        center, size = box_to_center_size(box, aspect)
+        return PoseInstance(self.root / "images" / im["file_name"], center, size, joints, visible, meta)
 
 
 def _clip_box(box: Any, width: int, height: int) -> tuple[float, float, float, float] | None:

@@ -13,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .batch import DetectionBatch
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
@@ -144,39 +143,20 @@ def collate_detection(items: list[dict[str, Any]]) -> DetectionBatch:
 
 
 class DetectionDataModule(BaseDataModule):
-    """Shell of the detection DataModules; subclasses provide :meth:`records` and ``class_names``."""
+    """Shell of the detection DataModules; subclasses provide :meth:`records` and ``class_names``.
 
-    def __init__(
-        self,
-        root: str,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
-        input_size: tuple[int, int],
-        augment: bool,
-        flip: bool,
-        mosaic: bool,
-        scale_range: tuple[float, float],
-        skip_bad: bool,
-        synth_if_missing: bool,
-        synth_num_train: int,
-        synth_num_val: int,
-    ) -> None:
-        super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
-        )
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.augment, self.flip, self.mosaic, self.scale_range = augment, flip, mosaic, tuple(scale_range)
-        self.skip_bad = skip_bad
-        self.datasets: dict[str, DetectionDataset] = {}
+    Args:
+        mosaic: 4-image mosaic when training.
+        scale_range: random resize range relative to the letterbox size.
+        **kwargs: the loader, split and synthetic-data settings of :class:`BaseDataModule`.
+    """
+
+    collate = staticmethod(collate_detection)
+    datasets: dict[str, DetectionDataset]
+
+    def __init__(self, *, mosaic: bool, scale_range: tuple[float, float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mosaic, self.scale_range = mosaic, tuple(scale_range)
 
     @property
     def num_classes(self) -> int:
@@ -198,17 +178,5 @@ class DetectionDataModule(BaseDataModule):
             scale_range=self.scale_range,
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and "train" not in self.datasets:
-            self.datasets["train"] = self.dataset(train=True)
-        if "val" not in self.datasets:
-            self.datasets["val"] = self.dataset(train=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], collate_detection, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["val"], collate_detection, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def split_dataset(self, train: bool) -> DetectionDataset:
+        return self.dataset(train)

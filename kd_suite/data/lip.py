@@ -16,7 +16,6 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .batch import ParsingBatch
 from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, read_label, to_tensor
@@ -183,9 +182,11 @@ class LIPDataModule(BaseDataModule):
     """
 
     synth_format = "lip"
+    collate = staticmethod(collate_parsing)
     num_classes = len(LIP_CLASSES)
     class_names = LIP_CLASSES
     flip_pairs = LIP_FLIP_PAIRS
+    datasets: dict[str, LIPDataset]
 
     def __init__(
         self,
@@ -208,21 +209,22 @@ class LIPDataModule(BaseDataModule):
         synth_num_val: int = 16,
     ) -> None:
         super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            input_size=input_size,
+            augment=augment,
+            flip=flip,
+            train_split=train_split,
+            val_split=val_split,
+            skip_bad=skip_bad,
+            synth_if_missing=synth_if_missing,
+            synth_num_train=synth_num_train,
+            synth_num_val=synth_num_val,
         )
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.augment, self.flip, self.scale_factor, self.rotation = augment, flip, scale_factor, rotation
-        self.color_jitter = color_jitter
-        self.train_split, self.val_split = train_split, val_split
-        self.skip_bad = skip_bad
-        self.datasets: dict[str, LIPDataset] = {}
+        self.scale_factor, self.rotation, self.color_jitter = scale_factor, rotation, color_jitter
 
     def dataset(self, split: str, train: bool) -> LIPDataset:
         """Build the dataset of ``split`` (training transforms when ``train``)."""
@@ -239,17 +241,5 @@ class LIPDataModule(BaseDataModule):
             color_jitter=self.color_jitter,
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and "train" not in self.datasets:
-            self.datasets["train"] = self.dataset(self.train_split, train=True)
-        if "val" not in self.datasets:
-            self.datasets["val"] = self.dataset(self.val_split, train=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], collate_parsing, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["val"], collate_parsing, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def split_dataset(self, train: bool) -> LIPDataset:
+        return self.dataset(self.train_split if train else self.val_split, train)

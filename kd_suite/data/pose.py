@@ -16,7 +16,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .batch import PoseBatch
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
@@ -148,50 +147,29 @@ def collate_pose(items: list[dict[str, Any]]) -> PoseBatch:
 
 
 class PoseDataModule(BaseDataModule):
-    """Shell of the top-down pose DataModules; subclasses provide :meth:`instances` and the joint definitions."""
+    """Shell of the top-down pose DataModules; subclasses provide :meth:`instances` and the joint definitions.
 
+    Args:
+        heatmap_stride: input pixels per heatmap pixel (must divide ``input_size``).
+        sigma: heatmap Gaussian std (heatmap pixels).
+        scale_factor: scale jitter std / bound.
+        rotation: rotation std in degrees (bounded at twice this).
+        **kwargs: the loader, split and synthetic-data settings of :class:`BaseDataModule`.
+    """
+
+    collate = staticmethod(collate_pose)
     flip_pairs: tuple[tuple[int, int], ...] = ()
     class_names: tuple[str, ...] = ()
+    datasets: dict[str, TopDownDataset]
 
     def __init__(
-        self,
-        root: str,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
-        input_size: tuple[int, int],
-        heatmap_stride: int,
-        sigma: float,
-        augment: bool,
-        flip: bool,
-        scale_factor: float,
-        rotation: float,
-        train_split: str,
-        val_split: str,
-        skip_bad: bool,
-        synth_if_missing: bool,
-        synth_num_train: int,
-        synth_num_val: int,
+        self, *, heatmap_stride: int, sigma: float, scale_factor: float, rotation: float, **kwargs: Any
     ) -> None:
-        super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
-        )
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        super().__init__(**kwargs)
         if self.input_size[0] % heatmap_stride or self.input_size[1] % heatmap_stride:
             raise ValueError(f"input_size {self.input_size} must be divisible by heatmap_stride={heatmap_stride}")
         self.heatmap_stride, self.sigma = heatmap_stride, sigma
-        self.augment, self.flip, self.scale_factor, self.rotation = augment, flip, scale_factor, rotation
-        self.train_split, self.val_split = train_split, val_split
-        self.skip_bad = skip_bad
-        self.datasets: dict[str, TopDownDataset] = {}
+        self.scale_factor, self.rotation = scale_factor, rotation
 
     @property
     def num_joints(self) -> int:
@@ -223,17 +201,5 @@ class PoseDataModule(BaseDataModule):
             clip_visible=train,
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and "train" not in self.datasets:
-            self.datasets["train"] = self.dataset(self.train_split, train=True)
-        if "val" not in self.datasets:
-            self.datasets["val"] = self.dataset(self.val_split, train=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], collate_pose, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["val"], collate_pose, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def split_dataset(self, train: bool) -> TopDownDataset:
+        return self.dataset(self.train_split if train else self.val_split, train)

@@ -164,26 +164,27 @@ class VOCDataModule(DetectionDataModule):
         synth_num_val: int = 16,
     ) -> None:
         super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            pin_memory,
-            persistent_workers,
-            input_size,
-            augment,
-            flip,
-            mosaic,
-            scale_range,
-            skip_bad,
-            synth_if_missing,
-            synth_num_train,
-            synth_num_val,
+            root=root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            input_size=input_size,
+            augment=augment,
+            flip=flip,
+            mosaic=mosaic,
+            scale_range=scale_range,
+            train_split=train_split,
+            val_split=val_split,
+            skip_bad=skip_bad,
+            synth_if_missing=synth_if_missing,
+            synth_num_train=synth_num_train,
+            synth_num_val=synth_num_val,
         )
         if len(set(class_names)) != len(class_names) or not class_names:
             raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")
         self.class_names = list(class_names)
-        self.train_years, self.train_split = [str(y) for y in train_years], train_split
-        self.val_year, self.val_split = str(val_year), val_split
+        self.train_years, self.val_year = [str(y) for y in train_years], str(val_year)
         self.keep_difficult = keep_difficult
 
     def synth_options(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class Experiment:
     data_format: str
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
     overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to every run of the task in the demo
+    teacher_overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to the teacher run only
 
     def config(self, name: str) -> Path:
         return CONFIGS / self.task / name
@@ -48,6 +49,8 @@ EXPERIMENTS = {
         metric="val/mIoU",
         data_format="lip",
         extra_metrics=("val/pixel_acc",),
+        overrides=("--data.init_args.input_size=[64,64]", "--trainer.max_epochs=3"),
+        teacher_overrides=("--trainer.max_epochs=5",),
     ),
     "detection": Experiment(
         task="detection",
@@ -86,12 +89,18 @@ def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bo
     return metrics, cli.model
 
 
-def run_experiment(exp: Experiment, out: Path, seeds: list[int], epochs: int | None, wandb: bool) -> dict:
+def run_experiment(exp: Experiment, out: Path, data: Path, seeds: list[int], epochs: int | None, wandb: bool) -> dict:
     """Teacher once, then baseline and every KD recipe for each seed; returns the rows of the report."""
-    extra = list(exp.overrides) + ([f"--trainer.max_epochs={epochs}"] if epochs else [])
+    from ..data.synth import FORMAT_DIRS
+
+    base = [f"--data.init_args.root={data / FORMAT_DIRS[exp.data_format]}", "--data.init_args.num_workers=1"]
+    base += list(exp.overrides)
+    forced = [f"--trainer.max_epochs={epochs}"] if epochs else []  # --epochs wins over every per-run setting
+    extra = base + forced
     t0 = time.perf_counter()
     teacher_dir = out / exp.task / "teacher"
-    t_metrics, t_module = _fit(exp.config(exp.teacher), teacher_dir, seeds[0], extra, wandb)
+    t_extra = base + list(exp.teacher_overrides) + forced
+    t_metrics, t_module = _fit(exp.config(exp.teacher), teacher_dir, seeds[0], t_extra, wandb)
     teacher_ckpt = teacher_dir / "final.ckpt"
     rows = {"teacher": {"metrics": [t_metrics], "module": t_module}}
     for role, cfg in {"baseline": exp.baseline, **exp.kd}.items():
@@ -103,6 +112,16 @@ def run_experiment(exp: Experiment, out: Path, seeds: list[int], epochs: int | N
         rows[role] = {"metrics": runs, "module": module}
     rows["_seconds"] = time.perf_counter() - t0
     return rows
+
+
+def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:
+    """Generate the synthetic datasets the demo needs unless their folders exist."""
+    from ..data.synth import FORMAT_DIRS, synthesize
+
+    missing = [f for f in dict.fromkeys(formats) if not (root / FORMAT_DIRS[f]).exists()]
+    if missing:
+        print(f"[demo] generating synthetic {', '.join(missing)} data in {root} ({scenes[0]} + {scenes[1]} scenes)")
+        synthesize(root, scenes[0], scenes[1], size=(192, 192), seed=0, formats=missing)
 
 
 def _slug(role: str) -> str:
@@ -159,8 +178,22 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the baseline and KD runs")
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs of every run")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report, checkpoints and pictures")
+    p.add_argument("--data", type=Path, default=Path("data/synthetic"), help="synthetic datasets (made if missing)")
+    p.add_argument(
+        "--scenes",
+        type=int,
+        nargs=2,
+        default=(200, 40),
+        metavar=("TRAIN", "VAL"),
+        help="scenes generated when the data folder is missing",
+    )
     p.add_argument("--wandb", action="store_true", help="log runs to W&B (offline unless you are logged in)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: one data worker runs beside it on a 2-core machine)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,9 +203,10 @@ def main(argv: list[str]) -> int:
         p.error(f"unknown task(s) {unknown}; choose from {list(EXPERIMENTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     report, start = [], time.perf_counter()
+    make_data(args.data, [EXPERIMENTS[t].data_format for t in tasks], args.scenes)
     for task in tasks:
         exp = EXPERIMENTS[task]
-        rows = run_experiment(exp, args.out, args.seeds, args.epochs, args.wandb)
+        rows = run_experiment(exp, args.out, args.data, args.seeds, args.epochs, args.wandb)
         module = rows["baseline"]["module"]
         size = tuple(getattr(module.trainer.datamodule, "input_size", (256, 256)))
         report += summarise(exp, rows, size)
