@@ -20,6 +20,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import lightning as L
@@ -84,8 +85,15 @@ def run_phase(phase: str, module: ParsingDistiller, batch: ParsingBatch, steps: 
     if phase == "lightning_kd":
         timer = _StepTimer()
         trainer = L.Trainer(
-            accelerator=device, devices=1, max_steps=steps + 3, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
+            accelerator=device,
+            devices=1,
+            max_steps=steps + 3,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            num_sanity_val_steps=0,
             limit_val_batches=0,
         )
         trainer.fit(module, DataLoader(_Repeat(batch, steps + 3), batch_size=None))
@@ -111,6 +119,30 @@ def run_phase(phase: str, module: ParsingDistiller, batch: ParsingBatch, steps: 
     return times
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class _PeakRSS:
+    """Samples the resident set size every 2 ms on a thread; ``peak`` = highest RSS above the starting RSS (MiB)."""
+
+    def __enter__(self) -> _PeakRSS:
+        self.start, self.peak, self._run = _rss_mib(), 0.0, True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._run:
+            self.peak = max(self.peak, _rss_mib() - self.start)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self._run = False
+        self._thread.join()
+
+
 def peak_memory_mb(phase: str, args: argparse.Namespace) -> float:
     """CUDA: max allocated during the phase; CPU: peak RSS growth of a fresh process running only that phase."""
     if args.device == "cuda":
@@ -133,9 +165,9 @@ def main() -> None:
     args = p.parse_args()
     if args.phase:  # child process: report peak RSS growth of this phase alone, in MiB
         module, batch = build(args.size, args.batch, "cpu")
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        run_phase(args.phase, module, batch, 2, "cpu")
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+        with _PeakRSS() as rss:
+            run_phase(args.phase, module, batch, 2, "cpu")
+        print(rss.peak)
         return
     module, batch = build(args.size, args.batch, args.device)
     # interleave repeated rounds so drift in machine load hits every phase alike
