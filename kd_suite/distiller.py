@@ -90,6 +90,7 @@ class Distiller(L.LightningModule):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
+        self.teacher_evaluated = False  # tasks score the teachers once, at the first real validation
 
     # ------------------------------------------------------------------ construction
     def _bind(self, name: str, loss: DistillLoss) -> None:
@@ -183,6 +184,31 @@ class Distiller(L.LightningModule):
         self.log_dict(logs, batch_size=bs, sync_dist=False)
         self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
         return total
+
+    # ------------------------------------------------------------------ evaluation
+    # Validation and test share one protocol: tasks implement eval_step and eval_epoch_end.
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, batch_idx)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self.eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_epoch_end("test")
+
+    def eval_step(self, batch: Any, batch_idx: int) -> None:
+        """Accumulate the task metric on one validation/test batch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement eval_step(batch, batch_idx)")
+
+    def eval_epoch_end(self, stage: str) -> None:
+        """Compute and log the metric accumulated over the epoch under ``stage`` (``"val"`` or ``"test"``)."""
+
+    def teacher_due(self) -> bool:
+        """True at the first real validation of a run with teachers (they are scored once: their weights are fixed)."""
+        return bool(self.teachers) and not self.teacher_evaluated and not self.trainer.sanity_checking
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # student + adapters; teachers are frozen

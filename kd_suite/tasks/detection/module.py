@@ -90,7 +90,6 @@ class DetectionDistiller(Distiller):
         self.log_images = log_images
         self.evaluators: dict[str, DetectionEvaluator] = {}
         self.coco_gt: Path | None = None  # the DataModule's COCO GT json, found in setup()
-        self.teacher_evaluated = False
         self.val_scores: dict[str, Any] = {}  # results of the last validation/test epoch (per-class included)
 
     # ------------------------------------------------------------------ training
@@ -143,26 +142,11 @@ class DetectionDistiller(Distiller):
             self.evaluators[who] = DetectionEvaluator(self.metric, self.label_names(), self.coco_gt)
         return self.evaluators[who]
 
-    def validation_step(self, batch: DetectionBatch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
-
-    def test_step(self, batch: DetectionBatch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def _teacher_due(self) -> bool:
-        return bool(self.teachers) and not self.teacher_evaluated and not self.trainer.sanity_checking
-
-    def _eval_step(self, batch: DetectionBatch, batch_idx: int) -> None:
+    def eval_step(self, batch: DetectionBatch, batch_idx: int) -> None:
         student = self.detect(batch.image)
         _add_records(self._evaluator("student"), student, batch)
         teacher = None
-        if self._teacher_due():
+        if self.teacher_due():
             teacher = self.detect(batch.image, self.teachers[0])
             _add_records(self._evaluator("teacher"), teacher, batch)
         if batch_idx == 0 and self.log_images > 0 and isinstance(self.logger, WandbLogger):
@@ -170,7 +154,7 @@ class DetectionDistiller(Distiller):
                 teacher = self.detect(batch.image, self.teachers[0])
             self._log_boxes(batch, student, teacher)
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def eval_epoch_end(self, stage: str) -> None:
         scores = self._evaluator("student").compute()
         self._evaluator("student").reset()
         self.val_scores = scores
@@ -185,7 +169,7 @@ class DetectionDistiller(Distiller):
             ap = value["AP50"] if isinstance(value, dict) else value
             if np.isfinite(ap):
                 self.log(f"{stage}/AP/{name}", float(ap), sync_dist=False)
-        if self._teacher_due():
+        if self.teacher_due():
             teacher = self._evaluator("teacher").compute()
             self._evaluator("teacher").reset()
             value = teacher["mAP50"] if self.metric == "voc" else teacher["AP"]

@@ -89,7 +89,6 @@ class ParsingDistiller(Distiller):
         self.log_images = log_images
         self.val_metric = ParsingMetric(num_classes, ignore_index, self.class_names)
         self.teacher_metric = ParsingMetric(num_classes, ignore_index, self.class_names)
-        self.teacher_evaluated = False
         self.val_scores: dict[str, Any] = {}  # summary of the last validation/test epoch (JSON-able)
 
     # ------------------------------------------------------------------ training
@@ -127,29 +126,14 @@ class ParsingDistiller(Distiller):
         return [{"id": str(k), "label": lab.to(torch.uint8).cpu().numpy()} for k, lab in zip(ids, labels)]
 
     # ------------------------------------------------------------------ evaluation
-    def validation_step(self, batch: ParsingBatch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
-
-    def test_step(self, batch: ParsingBatch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    def _teacher_due(self) -> bool:
-        return bool(self.teachers) and not self.teacher_evaluated and not self.trainer.sanity_checking
-
-    def _eval_step(self, batch: ParsingBatch, batch_idx: int) -> None:
+    def eval_step(self, batch: ParsingBatch, batch_idx: int) -> None:
         targets = _orig_masks(batch)
         logits = self.predict_logits(batch.image)  # (B, K, h, w)
         student = self.labels_at_original_size(logits, batch)
         for pred, gt in zip(student, targets):
             self.val_metric.update(pred, gt)
         t_logits = None
-        if self._teacher_due():
+        if self.teacher_due():
             t_logits = self.predict_logits(batch.image, self.teachers[0])
             for pred, gt in zip(self.labels_at_original_size(t_logits, batch), targets):
                 self.teacher_metric.update(pred, gt)
@@ -158,7 +142,7 @@ class ParsingDistiller(Distiller):
                 t_logits = self.predict_logits(batch.image, self.teachers[0])
             self._log_examples(batch, logits, t_logits)
 
-    def _eval_epoch_end(self, stage: str) -> None:
+    def eval_epoch_end(self, stage: str) -> None:
         scores = summary(self.val_metric)
         self.val_metric.reset()
         self.val_scores = scores
@@ -166,7 +150,7 @@ class ParsingDistiller(Distiller):
             self.log(f"{stage}/{key}", scores[key], prog_bar=key == "mIoU", sync_dist=False)
         for name, value in scores["per_class_iou"].items():
             self.log(f"{stage}/iou/{name}", value, sync_dist=False)
-        if self._teacher_due():
+        if self.teacher_due():
             teacher = summary(self.teacher_metric)
             self.teacher_metric.reset()
             self.log(f"{stage}/teacher_mIoU", teacher["mIoU"], sync_dist=False)
