@@ -78,7 +78,7 @@ def main(args: list[str] | None = None) -> int:
     if argv[0] in TOOLS:
         module = importlib.import_module(TOOLS[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
-    KDCLI(args=argv)
+    KDCLI(args=None if args is None else argv)  # None: LightningCLI reads sys.argv itself
     return 0
 
 
