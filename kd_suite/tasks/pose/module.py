@@ -225,10 +225,11 @@ class PoseDistiller(Distiller):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         return getattr(dm, name, None)
 
-    def validation_step(self, batch: PoseBatch, batch_idx: int) -> None:
+    def eval_step(self, batch: PoseBatch, batch_idx: int) -> None:
         output = self.student(batch.image)
         bs = batch.image.shape[0]
-        self.log("val/loss", sum(self.task_loss(output, batch).values()), batch_size=bs, sync_dist=True)
+        stage = "test" if self.trainer.testing else "val"
+        self.log(f"{stage}/loss", sum(self.task_loss(output, batch).values()), batch_size=bs, sync_dist=True)
         pairs = self.flip_pairs if self.flip_pairs is not None else self._datamodule_attr("flip_pairs")
         if self.use_flip and pairs is None and batch_idx == 0:
             warnings.warn("flip_test is on but no flip_pairs are known; validating without flip", stacklevel=2)
@@ -244,7 +245,7 @@ class PoseDistiller(Distiller):
         if batch_idx == 0 and self.log_images > 0:
             self._log_overlays(batch, output)
 
-    def on_validation_epoch_end(self) -> None:
+    def eval_epoch_end(self, stage: str) -> None:
         if self.metric == "none" or not self.predictions.update_called:
             self.predictions.reset()
             return
@@ -252,7 +253,7 @@ class PoseDistiller(Distiller):
         self.predictions.reset()
         self.last_predictions = state
         for key, value in self.score(state).items():
-            self.log(f"val/{key}", value, prog_bar=key in ("PCKh", "AP"), rank_zero_only=False)
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("PCKh", "AP"), rank_zero_only=False)
 
     def score(self, state: dict[str, np.ndarray]) -> dict[str, float]:
         """The configured metric on accumulated predictions (``pred`` (N, K, 3), ``gt``, ``visible``...)."""
