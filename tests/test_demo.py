@@ -15,12 +15,13 @@ def test_demo_parsing_end_to_end(tmp_path, capsys):
     )
     assert code == 0
     assert (data / "LIP" / "TrainVal_images" / "train_id.txt").is_file(), "synthetic LIP generated"
+    assert not (data / "mpii").exists(), "only the formats of the chosen tasks are generated"
     rows = json.loads((out / "report.json").read_text())
     runs = [r["run"] for r in rows]
     assert runs[:2] == ["teacher", "baseline"] and len(runs) >= 3
     for r in rows:
-        assert 0.0 <= r["mean"] <= 1.0 and r["params_M"] > 0 and r["gflops"] > 0 and r["cpu_latency_ms"] > 0
-    assert rows[0]["params_M"] > rows[1]["params_M"], "the teacher is the larger model"
+        assert 0.0 <= r["mean"] <= 100.0 and r["params_M"] > 0 and r["gflops"] > 0 and r["cpu_latency_ms"] > 0
+        assert 0.0 <= r["val/pixel_acc"] <= 100.0 and r["val/pixel_acc"] >= r["mean"], "pixel acc ≥ mIoU, in percent"
     assert all(r["gap_closed"] is None for r in rows[:2])
     assert (out / "parsing_predictions.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
@@ -32,8 +33,8 @@ def test_format_table_gap_closed():
         task="t",
         run="kd",
         metric="val/mIoU",
-        mean=0.5,
-        std=0.01,
+        mean=50.0,
+        std=1.0,
         seeds=3,
         gap_closed=0.25,
         params_M=1.0,

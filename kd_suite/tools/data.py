@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes", default=",".join(FALL_CLASSES), help="VOC/COCO classes: standing,fallen or a list with person"
     )
     s.add_argument("--workers", type=int, default=2, help="rendering processes (0 = in-process)")
+    s.add_argument(
+        "--difficulty",
+        choices=("full", "easy"),
+        default="full",
+        help="full: 0-4 people, any pose, textures, clutter, occluders; easy: 1-2 upright people, plain clothes",
+    )
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     v = sub.add_parser("show", help="render loader samples with their labels as a PNG grid")
     v.add_argument("--format", required=True, choices=FORMATS)
@@ -76,6 +82,7 @@ def _synth(args: argparse.Namespace) -> int:
         [c.strip() for c in args.classes.split(",")],
         args.workers,
         not args.no_progress,
+        args.difficulty,
     )
     n = args.num_train + args.num_val
     print(f"wrote {n} scenes of {args.size[0]}x{args.size[1]} in {time.perf_counter() - start:.1f} s:")

@@ -42,6 +42,27 @@ def test_unknown_format_and_classes_are_rejected(tmp_path: Path) -> None:
         synthesize(tmp_path, 1, 1, class_names=["cat", "dog"], workers=0, progress=False)
 
 
+def test_easy_difficulty_is_simpler_and_keeps_the_label_protocol(tmp_path: Path) -> None:
+    """``difficulty="easy"``: 1–2 upright people, no occluders, plain clothes, clutter-free background."""
+    full = [render_scene(3, i, (96, 96)) for i in range(30)]
+    easy = [render_scene(3, i, (96, 96), difficulty="easy") for i in range(30)]
+    assert all(1 <= len(s.people) <= 2 for s in easy)
+    assert max(len(s.people) for s in full) > 2
+    assert not any(p.lying for s in easy for p in s.people) and any(p.lying for s in full for p in s.people)
+    assert not any((s.person_map == 255).any() for s in easy)
+    for s in easy:  # labels belong to drawn people only, and every person pixel is labelled
+        assert ((s.labels > 0) == (s.person_map > 0)).all()
+
+    def rough(s):  # mean absolute Laplacian of the background: clutter and textures make it larger
+        grey = s.image.astype(np.float32).mean(-1)
+        lap = np.abs(4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:])
+        return lap.mean()
+
+    assert np.mean([rough(s) for s in easy]) < np.mean([rough(s) for s in full])
+    with pytest.raises(ValueError, match="difficulty"):
+        synthesize(tmp_path, 1, 1, workers=0, progress=False, difficulty="hard")
+
+
 def _seg_dist(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = b - a
     t = np.clip(((points - a) @ ab) / max(float(ab @ ab), 1e-9), 0, 1)

@@ -45,6 +45,7 @@ class _Job:
     formats: tuple[str, ...]
     class_names: tuple[str, ...]
     empty: bool
+    easy: bool = False
 
 
 def _names(index: int) -> dict[str, str]:
@@ -56,16 +57,19 @@ def _names(index: int) -> dict[str, str]:
     }
 
 
-def render_scene(seed: int, index: int, size: tuple[int, int], empty: bool = False) -> Scene:
-    """Scene ``index`` of the dataset generated with ``seed`` (what :func:`synthesize` writes for it)."""
+def render_scene(
+    seed: int, index: int, size: tuple[int, int], empty: bool = False, difficulty: str = "full"
+) -> Scene:
+    """Scene ``index`` of the dataset generated with ``seed`` and ``difficulty`` (what :func:`synthesize` writes)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-    n = 0 if empty else int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.2, 0.2]))
-    return make_scene(rng, size, n)
+    counts = [0.6, 0.4, 0.0, 0.0] if difficulty == "easy" else [0.3, 0.3, 0.2, 0.2]
+    n = 0 if empty else int(rng.choice([1, 2, 3, 4], p=counts))
+    return make_scene(rng, size, n, easy=difficulty == "easy")
 
 
 def _render(job: _Job) -> dict:
     """Render one scene, write its image files and return its annotation records per format."""
-    scene = render_scene(job.seed, job.index, job.size, job.empty)
+    scene = render_scene(job.seed, job.index, job.size, job.empty, "easy" if job.easy else "full")
     h, w = job.size
     names, jpeg, rec = _names(job.index), None, {}
     for fmt in job.formats:
@@ -115,6 +119,7 @@ def synthesize(
     class_names: Sequence[str] = FALL_CLASSES,
     workers: int = 2,
     progress: bool = True,
+    difficulty: str = "full",
 ) -> dict[str, Path]:
     """Render ``num_train + num_val`` scenes of articulated people and write them in the requested formats.
 
@@ -131,6 +136,8 @@ def synthesize(
             ``person``.
         workers: processes used to render (0 = in this process).
         progress: show a tqdm progress bar.
+        difficulty: ``full`` (0–4 people in any pose, textured clothes, clutter, occluders) or ``easy`` (1–2 upright
+            people in plain clothes on clutter-free backgrounds, no occluders: learnable within minutes on a CPU).
 
     Returns:
         format → root folder of that dataset.
@@ -142,6 +149,8 @@ def synthesize(
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
         raise ValueError(f"need at least one scene, got num_train={num_train}, num_val={num_val}")
     check_class_names(class_names)
+    if difficulty not in ("full", "easy"):
+        raise ValueError(f"difficulty must be 'full' or 'easy', got {difficulty!r}")
     out = Path(out)
     _make_dirs(out, formats)
     empty = num_train + num_val - 1 if num_val >= 2 else (num_train - 1 if num_train >= 2 else -1)
@@ -156,6 +165,7 @@ def synthesize(
             formats,
             tuple(class_names),
             i == empty,
+            difficulty == "easy",
         )
         for i in range(num_train + num_val)
     ]

@@ -93,8 +93,8 @@ def sample_outfit(rng: np.random.Generator) -> Outfit:
     )
 
 
-def sample_materials(rng: np.random.Generator, outfit: Outfit) -> dict[int, Material]:
-    """One material per LIP id of this person."""
+def sample_materials(rng: np.random.Generator, outfit: Outfit, plain: bool = False) -> dict[int, Material]:
+    """One material per LIP id of this person (``plain=True``: clothes without stripes, checks or noise)."""
     skin = np.array(SKIN_TONES[rng.integers(len(SKIN_TONES))], float) * rng.uniform(0.92, 1.05)
     hair = np.array(HAIR_TONES[rng.integers(len(HAIR_TONES))], float)
 
@@ -102,6 +102,8 @@ def sample_materials(rng: np.random.Generator, outfit: Outfit) -> dict[int, Mate
         base = random_colour(rng)
         alt = random_colour(rng) if rng.random() < 0.5 else base * rng.uniform(0.45, 0.75)
         pattern = str(rng.choice(["plain", "stripes", "checks", "noise"], p=[0.4, 0.3, 0.12, 0.18]))
+        if plain:
+            pattern = "plain"
         return Material(base, alt, pattern, rng.uniform(3, 9), rng.uniform(0, np.pi), rng.uniform(2, 6))
 
     mats = {k: Material(skin, skin * 0.9, noise=3.0) for k in (FACE, 14, 15, 16, 17)}

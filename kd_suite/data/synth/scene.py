@@ -59,8 +59,8 @@ class Scene:
     people: list[Person]
 
 
-def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Wall/floor gradients, random clutter shapes and sensor-like noise."""
+def background(rng: np.random.Generator, h: int, w: int, clutter: bool = True) -> np.ndarray:
+    """Wall/floor gradients, floor tiles and random clutter shapes (``clutter=False``: the gradients only)."""
     horizon = int(h * rng.uniform(0.3, 0.75))
     img = np.empty((h, w, 3), np.float32)
     top, mid, floor_a, floor_b = (random_colour(rng, (0.05, 0.6), (0.3, 0.95)) for _ in range(4))
@@ -68,6 +68,8 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img[:horizon] = top * (1 - t) + mid * t
     t = np.linspace(0, 1, h - horizon)[:, None, None]
     img[horizon:] = floor_a * (1 - t) + floor_b * t
+    if not clutter:
+        return img
     if rng.random() < 0.4:  # floor tiles
         step = rng.uniform(8, 30)
         for k in range(1, int((h - horizon) / step) + 1):
@@ -90,13 +92,18 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _place(rng: np.random.Generator, n: int, h: int, w: int) -> list[tuple[str, np.ndarray, float]]:
-    """(kind, pelvis position, height in px) for ``n`` people; crowds are sometimes tightly clustered."""
+def _place(
+    rng: np.random.Generator, n: int, h: int, w: int, kinds: tuple[float, float, float] = (0.5, 0.25, 0.25)
+) -> list[tuple[str, np.ndarray, float]]:
+    """(kind, pelvis position, height in px) for ``n`` people; crowds are sometimes tightly clustered.
+
+    ``kinds`` are the probabilities of a standing, an action and a lying pose.
+    """
     clustered = n >= 2 and rng.random() < 0.45
     centre = rng.uniform(0.3, 0.7) * w
     out = []
     for i in range(n):
-        kind = str(rng.choice(["stand", "action", "lying"], p=[0.5, 0.25, 0.25]))
+        kind = str(rng.choice(["stand", "action", "lying"], p=list(kinds)))
         size = rng.uniform(0.6, 0.95) if n == 1 else rng.uniform(0.4, 0.85)
         x = (
             centre + rng.normal(0, rng.uniform(0.04, 0.12) * w)
@@ -137,17 +144,21 @@ def _occluders(rng: np.random.Generator, img: np.ndarray, pmap: np.ndarray, labe
         pmap[on], labels[on] = OCCLUDER, 0
 
 
-def make_scene(rng: np.random.Generator, size: tuple[int, int], num_people: int) -> Scene:
-    """Render a scene of ``size`` (h, w) with ``num_people`` people (0 gives a background-only picture)."""
+def make_scene(rng: np.random.Generator, size: tuple[int, int], num_people: int, easy: bool = False) -> Scene:
+    """Render a scene of ``size`` (h, w) with ``num_people`` people (0 gives a background-only picture).
+
+    ``easy=True`` draws upright people (standing or in action) in plain clothes on a clutter-free background with no
+    foreground occluders: the same label protocol, learnable within minutes on a CPU.
+    """
     h, w = size
-    img = background(rng, h, w)
+    img = background(rng, h, w, clutter=not easy)
     labels = np.zeros((h, w), np.uint8)
     pmap = np.zeros((h, w), np.uint8)
     drawn = []
-    for kind, pos, height in _place(rng, num_people, h, w):
+    for kind, pos, height in _place(rng, num_people, h, w, (0.7, 0.3, 0.0) if easy else (0.5, 0.25, 0.25)):
         body = sample_body(rng, kind, pos, height)
         outfit = sample_outfit(rng)
-        person = draw_person(body, outfit, sample_materials(rng, outfit), (h, w), rng)
+        person = draw_person(body, outfit, sample_materials(rng, outfit, plain=easy), (h, w), rng)
         if person is not None:
             drawn.append((body, person))
     drawn.sort(key=lambda bp: bp[0].joints[:, 1].max())  # lower feet = nearer the camera = drawn later
@@ -168,7 +179,7 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], num_people: int)
         labels[region][on] = p.labels[on]
         pmap[region][on] = i
         full_areas.append(int(on.sum()))
-    if drawn and rng.random() < 0.25:
+    if drawn and not easy and rng.random() < 0.25:
         _occluders(rng, img, pmap, labels)
     img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 0.9))
     img += rng.normal(0, rng.uniform(1.5, 5.0), (h, w, 1)).astype(np.float32)
