@@ -153,7 +153,8 @@ def summarise(exp: Experiment, rows: dict, input_size: tuple[int, int]) -> list[
         v = values[role]
         model = r["module"].student
         cost = profile_model(model, input_size, runs=5)
-        gap = (statistics.mean(v) - base) / (teacher - base) if role not in ("teacher", "baseline") else None
+        kd_row = role not in ("teacher", "baseline") and teacher != base
+        gap = (statistics.mean(v) - base) / (teacher - base) if kd_row else None
         table.append(
             {
                 "task": exp.task,
@@ -162,7 +163,7 @@ def summarise(exp: Experiment, rows: dict, input_size: tuple[int, int]) -> list[
                 "mean": statistics.mean(v),
                 "std": statistics.stdev(v) if len(v) > 1 else 0.0,
                 "seeds": len(v),
-                "gap_closed": gap if gap is not None and teacher != base else None,
+                "gap_closed": gap,
                 **{k: cost[k] for k in ("params_M", "gflops", "cpu_latency_ms")},
                 **{
                     m: exp.scale * statistics.mean(x.get(m, float("nan")) for x in r["metrics"])

@@ -57,9 +57,7 @@ def _names(index: int) -> dict[str, str]:
     }
 
 
-def render_scene(
-    seed: int, index: int, size: tuple[int, int], empty: bool = False, difficulty: str = "full"
-) -> Scene:
+def render_scene(seed: int, index: int, size: tuple[int, int], empty: bool = False, difficulty: str = "full") -> Scene:
     """Scene ``index`` of the dataset generated with ``seed`` and ``difficulty`` (what :func:`synthesize` writes)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     counts = [0.6, 0.4, 0.0, 0.0] if difficulty == "easy" else [0.3, 0.3, 0.2, 0.2]
