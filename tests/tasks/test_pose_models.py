@@ -46,6 +46,15 @@ def test_heatmap_net_taps_decoding_and_aux_heads():
         HeatmapNet("test_resnet", 5, aux_heads=3)
 
 
+def test_heatmap_net_dilated_backbone_keeps_heatmap_stride():
+    model = HeatmapNet("resnet18", num_joints=4, deconv_channels=8, num_deconv=1, output_stride=8).eval()
+    assert model.stride == 4 and model.backbone.strides[-1] == 8
+    out = check_taps(model, torch.randn(1, 3, 64, 64), skip=("coords", "scores"))
+    assert out.heatmaps.shape == (1, 4, 16, 16) and out.features[-1].shape[-1] == 8  # 8×8 deepest map, not 2×2
+    with pytest.raises(ValueError, match="not divisible"):
+        HeatmapNet("resnet18", 4, num_deconv=4, output_stride=8)
+
+
 def test_regression_student_outputs_and_attention_blocks():
     torch.manual_seed(0)
     model = RegressionPoseNet(7, (64, 48), stem_channels=16, stage_channels=32, num_blocks=2, dim=32, depth=3, heads=4)

@@ -46,6 +46,9 @@ class HeatmapNet(nn.Module):
         blur_kernel: DARK modulation kernel size (11 in mmpose for σ=2 heatmaps).
         aux_heads: number of intermediate deconvolution stages that get their own 1×1 heatmap head (deep
             supervision; the guides of self-distillation). At most ``num_deconv - 1``.
+        output_stride: dilate the backbone to this stride (timm ``output_stride``, 8/16/32); with ``num_deconv``
+            lowered to match it keeps the deepest features spatially rich on small crops (e.g. 8 and one deconv
+            stage at 64×64 input instead of a 2×2 bottleneck).
     """
 
     def __init__(
@@ -58,13 +61,14 @@ class HeatmapNet(nn.Module):
         decode: Literal["dark", "argmax", "soft_argmax"] = "dark",
         blur_kernel: int = 11,
         aux_heads: int = 0,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         if decode not in DECODERS:
             raise ValueError(f"HeatmapNet: decode must be one of {DECODERS}, got {decode!r}")
         if not 0 <= aux_heads < max(num_deconv, 1):
             raise ValueError(f"HeatmapNet: aux_heads={aux_heads} must be in [0, num_deconv-1={num_deconv - 1}]")
-        self.backbone = Backbone(backbone, pretrained=pretrained)
+        self.backbone = Backbone(backbone, pretrained=pretrained, output_stride=output_stride)
         top_stride = self.backbone.strides[-1]
         if top_stride % (2**num_deconv):
             raise ValueError(f"HeatmapNet: backbone stride {top_stride} is not divisible by 2**num_deconv")
