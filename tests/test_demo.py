@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kd_suite.cli import main
-from kd_suite.tools.demo import format_table
+from kd_suite.tools.demo import format_table, gap_closed
 
 
 def test_demo_parsing_end_to_end(tmp_path, capsys):
@@ -43,3 +43,10 @@ def test_format_table_gap_closed():
     )
     table = format_table([row])
     assert "50.00 ± 1.00 (n=3)" in table and "+25 %" in table
+
+
+def test_gap_closed_needs_a_teacher_ahead_of_the_baseline():
+    assert gap_closed(11.0, 9.0, 13.0) == 0.5
+    assert gap_closed(8.0, 9.0, 13.0) == -0.25
+    assert gap_closed(15.0, 17.6, 17.75) is None, "a teacher level with the baseline has no gap to close"
+    assert gap_closed(15.0, 17.6, 12.0) is None
