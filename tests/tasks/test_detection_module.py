@@ -186,3 +186,21 @@ def test_clear_errors(voc_root):
         DetectionDistiller(model(), teacher=YOLOX(5, "s", depth=0.33, width=0.125))
     with pytest.raises(ValueError, match="metric"):
         DetectionDistiller(model(), metric="map")  # type: ignore[arg-type]
+
+
+def test_render_draws_only_confident_detections(voc_root, monkeypatch):
+    module = DetectionDistiller(model(log_size=1.5), score_thresh=0.0).eval()
+    dm = datamodule(voc_root)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        output = module.student(batch.image)
+    drawn: list[list[float]] = []
+    monkeypatch.setattr(
+        "kd_suite.tasks.detection.module.draw_boxes",
+        lambda image, boxes, labels, names, scores=None: drawn.append(scores),
+    )
+    all_scores = postprocess(output, module.student.strides, 0.0, module.nms_thresh, module.max_det)[0]["scores"]
+    module.render(batch, output, n=1)
+    assert len(all_scores) > len(drawn[0]), "the untrained net's many low-score boxes are left out of the picture"
+    assert all(s >= 0.3 for s in drawn[0])

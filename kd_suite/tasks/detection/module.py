@@ -22,6 +22,8 @@ from ...viz import draw_boxes
 from .decode import postprocess, unletterbox
 from .losses import yolox_loss
 
+RENDER_SCORE = 0.3  # detections drawn in pictures (demo report, notebooks); evaluation keeps all of them
+
 
 class DetectionDistiller(Distiller):
     """YOLOX-style detection with optional distillation (FSD, FGD, CWD … by tap).
@@ -179,7 +181,11 @@ class DetectionDistiller(Distiller):
 
     # ------------------------------------------------------------------ pictures
     def render(self, batch: DetectionBatch, output: DetectionOutput | None, n: int = 4) -> list[np.ndarray]:
-        """Letterboxed images with GT boxes (``output=None``) or the decoded detections of ``output``."""
+        """Letterboxed images with GT boxes (``output=None``) or the detections of ``output`` scoring ≥ RENDER_SCORE.
+
+        Evaluation keeps every detection above ``score_thresh`` (low by design, for AP); a picture shows only the
+        confident ones so that it stays readable.
+        """
         names = self.label_names()
         if output is not None:
             dets = postprocess(output, self.student.strides, self.score_thresh, self.nms_thresh, self.max_det)
@@ -193,9 +199,9 @@ class DetectionDistiller(Distiller):
                 )
             else:
                 d = dets[i]
-                pictures.append(
-                    draw_boxes(image, d["boxes"].cpu().numpy(), d["labels"].tolist(), names, d["scores"].tolist())
-                )
+                keep = d["scores"] >= RENDER_SCORE
+                boxes, labels, scores = d["boxes"][keep], d["labels"][keep], d["scores"][keep]
+                pictures.append(draw_boxes(image, boxes.cpu().numpy(), labels.tolist(), names, scores.tolist()))
         return pictures
 
     # ------------------------------------------------------------------ W&B pictures
