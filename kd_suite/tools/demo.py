@@ -1,7 +1,7 @@
 """``kd-suite demo``: teacher → baseline student → KD students on built-in synthetic data, with a report.
 
 For each task it trains the teacher alone, then the student alone (the baseline) and with each distillation recipe,
-all from the shipped ``configs/<task>/synthetic_*.yaml`` files, then prints and saves (``runs/demo/``) a table with
+all from the shipped ``configs/demo/<task>_*.yaml`` files, then prints and saves (``runs/demo/``) a table with
 the task metric, params, GFLOPs, CPU latency and the share of the teacher–student gap each recipe closes
 (``gap closed = (KD − baseline) / (teacher − baseline)``), plus a picture of teacher / baseline / KD predictions.
 """
