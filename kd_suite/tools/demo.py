@@ -20,6 +20,7 @@ import torch
 from .profile import profile_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+MIN_GAP = 1.0  # metric points (percent) a teacher must lead the baseline by for "gap closed" to mean anything
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,6 @@ def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:
 
 def _slug(role: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in role.lower()).strip("_")
-
-
-MIN_GAP = 1.0  # metric points (percent) a teacher must lead the baseline by for "gap closed" to mean anything
 
 
 def gap_closed(kd: float, baseline: float, teacher: float) -> float | None:
