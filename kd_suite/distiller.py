@@ -45,7 +45,11 @@ class Distiller(L.LightningModule):
         teacher_ckpt: weights file(s) for the teacher(s), one per teacher; ``None`` keeps the built weights (e.g.
             timm ``pretrained=True``).
         losses: named distillation terms; each is logged as ``train/kd/<name>``.
-        optimizer: optimizer factory, called with the trainable parameters (student + adapters).
+        optimizer: optimizer factory, called with the trainable parameters (student + adapters); ``None`` builds
+            ``torch.optim.AdamW`` with torch's own defaults (lr 1e-3, weight_decay 0.01). The default is ``None``
+            rather than the class so that a config naming another optimizer gets only the arguments it writes plus
+            that class's own defaults (a class-valued default would hand its init_args on, e.g. AdamW's weight_decay
+            to Adam as coupled L2).
         scheduler: optional LR scheduler factory.
         scheduler_interval: ``"epoch"`` or ``"step"``.
     """
@@ -56,7 +60,7 @@ class Distiller(L.LightningModule):
         teacher: nn.Module | list[nn.Module] | None = None,
         teacher_ckpt: str | list[str] | None = None,
         losses: dict[str, DistillLoss] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
     ) -> None:
@@ -212,7 +216,8 @@ class Distiller(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # student + adapters; teachers are frozen
-        optimizer = self.optimizer_factory(params)
+        factory = self.optimizer_factory if self.optimizer_factory is not None else torch.optim.AdamW
+        optimizer = factory(params)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
@@ -63,7 +62,7 @@ class DetectionDistiller(Distiller):
         teacher: nn.Module | list[nn.Module] | None = None,
         teacher_ckpt: str | list[str] | None = None,
         losses: dict[str, DistillLoss] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         metric: Literal["voc", "coco"] = "voc",

@@ -60,7 +60,7 @@ class ParsingDistiller(Distiller):
         teacher: nn.Module | list[nn.Module] | None = None,
         teacher_ckpt: str | list[str] | None = None,
         losses: dict[str, DistillLoss] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         num_classes: int = 20,

@@ -129,7 +129,7 @@ class PoseDistiller(Distiller):
         teacher: nn.Module | list[nn.Module] | None = None,
         teacher_ckpt: str | list[str] | None = None,
         losses: dict[str, DistillLoss] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         metric: Literal["pckh", "crowdpose", "coco", "none"] = "pckh",
