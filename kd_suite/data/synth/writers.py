@@ -94,11 +94,13 @@ def mpii_records(scene: Scene, image_name: str) -> list[dict]:
         joints = person.body.joints
         vis = person.in_image.astype(int)
         x1, y1, x2, y2 = person.full_box
+        scale = max(x2 - x1, y2 - y1) / 200.0
         out.append(
             {
                 "image": image_name,
-                "center": [round((x1 + x2) / 2 + 1, 2), round((y1 + y2) / 2 + 1, 2)],
-                "scale": round(max(x2 - x1, y2 - y1) / 200.0, 6),
+                # MPII's objpos sits 15·scale px above the box centre (readers move it down by that much)
+                "center": [round((x1 + x2) / 2 + 1, 2), round((y1 + y2) / 2 + 1 - 15 * scale, 2)],
+                "scale": round(scale, 6),
                 "joints": [[round(x + 1, 2), round(y + 1, 2)] if v else [-1.0, -1.0] for (x, y), v in zip(joints, vis)],
                 "joints_vis": vis.tolist(),
                 "head_box": [round(v + 1, 2) for v in person.head_box],

@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "argmax_2d",
     "confidence_logit",
+    "dark_kernel",
     "decode_heatmaps",
     "gaussian_blur",
     "refine_dark",
@@ -113,7 +114,25 @@ def gaussian_blur(heatmaps: Tensor, kernel: int) -> Tensor:
     return x * peak / x.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
 
 
-def refine_dark(heatmaps: Tensor, coords: Tensor, blur_kernel: int = 11) -> Tensor:
+def dark_kernel(size: tuple[int, int]) -> int:
+    """DARK's modulation kernel for an (h, w) heatmap: mmpose's ratio, 11 px for 64×48 maps and 17 for 96×72.
+
+    ``k = odd(⌊11 · min(h, w) / 48⌋)``, at least 3: 3 for 16×16 maps, 7 for 32×32. A fixed 11-px kernel on a 16×16 map
+    flattens the peak into its neighbourhood and pulls joints near the border towards the centre.
+    """
+    k = int(min(size) * 11 / 48) | 1
+    return max(3, k)
+
+
+def check_blur_kernel(blur_kernel: int | None, where: str) -> None:
+    """``None`` (follow the heatmap size) or a positive odd int; 1 disables the blur."""
+    if blur_kernel is not None and (not isinstance(blur_kernel, int) or blur_kernel < 1 or blur_kernel % 2 == 0):
+        raise ValueError(
+            f"{where}: blur_kernel must be None (follow the heatmap size) or a positive odd int, got {blur_kernel!r}"
+        )
+
+
+def refine_dark(heatmaps: Tensor, coords: Tensor, blur_kernel: int | None = None) -> Tensor:
     """DARK sub-pixel refinement (Zhang et al., CVPR 2020): one Newton step on the log-heatmap at the arg-max.
 
     ``offset = −H⁻¹ ∇`` with central differences (step 1 for the gradient, step 2 for the Hessian diagonal), applied
@@ -122,12 +141,15 @@ def refine_dark(heatmaps: Tensor, coords: Tensor, blur_kernel: int = 11) -> Tens
     Args:
         heatmaps: (B, K, h, w).
         coords: (B, K, 2) integer arg-max (x, y) from :func:`argmax_2d`.
-        blur_kernel: odd Gaussian kernel modulating the map first; 0 or 1 disables the blur.
+        blur_kernel: odd Gaussian kernel modulating the map first; 1 disables the blur; ``None`` follows the
+            heatmap size (:func:`dark_kernel`).
 
     Returns:
         (B, K, 2) refined coordinates in heatmap pixels.
     """
     b, k, h, w = heatmaps.shape
+    if blur_kernel is None:
+        blur_kernel = dark_kernel((h, w))
     hm = gaussian_blur(heatmaps, blur_kernel) if blur_kernel > 1 else heatmaps
     logh = hm.clamp(1e-3, 50.0).log().reshape(b, k, h * w)  # (B, K, h·w)
     xi, yi = coords[..., 0].long(), coords[..., 1].long()  # (B, K)
@@ -179,13 +201,13 @@ def soft_argmax(heatmaps: Tensor, beta: float | None = None) -> tuple[Tensor, Te
     return torch.stack([x, y], dim=-1), flat.amax(-1)
 
 
-def decode_heatmaps(heatmaps: Tensor, method: str = "dark", blur_kernel: int = 11) -> tuple[Tensor, Tensor]:
+def decode_heatmaps(heatmaps: Tensor, method: str = "dark", blur_kernel: int | None = None) -> tuple[Tensor, Tensor]:
     """Decode heatmaps to sub-pixel coordinates and peak confidences.
 
     Args:
         heatmaps: (B, K, h, w).
         method: ``"argmax"`` (integer peak), ``"dark"`` (arg-max + DARK step) or ``"soft_argmax"``.
-        blur_kernel: DARK modulation kernel.
+        blur_kernel: DARK modulation kernel; ``None`` follows the heatmap size (:func:`dark_kernel`).
 
     Returns:
         coords (B, K, 2) in heatmap pixels and maxvals (B, K) (the raw peak value).

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ...models.backbone import Backbone
 from ...outputs import PoseOutput, TapInfo
-from .codec import DECODERS, confidence_logit, decode_heatmaps
+from .codec import DECODERS, check_blur_kernel, confidence_logit, decode_heatmaps
 
 
 def deconv_layers(c_in: int, channels: int, num: int) -> nn.ModuleList:
@@ -43,7 +43,8 @@ class HeatmapNet(nn.Module):
         deconv_channels: channels of every deconvolution stage (256 in SimpleBaseline).
         num_deconv: number of stride-2 deconvolution stages (3 in SimpleBaseline).
         decode: ``"dark"`` (default), ``"argmax"`` or ``"soft_argmax"`` (see :mod:`.codec`).
-        blur_kernel: DARK modulation kernel size (11 in mmpose for σ=2 heatmaps).
+        blur_kernel: DARK modulation kernel size; ``None`` (default) follows the heatmap size (11 for 64×48 maps as
+            in mmpose, 3 for 16×16, see :func:`.codec.dark_kernel`); 1 disables the blur.
         aux_heads: number of intermediate deconvolution stages that get their own 1×1 heatmap head (deep
             supervision; the guides of self-distillation). At most ``num_deconv - 1``.
         output_stride: dilate the backbone to this stride (timm ``output_stride``, 8/16/32); with ``num_deconv``
@@ -59,11 +60,12 @@ class HeatmapNet(nn.Module):
         deconv_channels: int = 256,
         num_deconv: int = 3,
         decode: Literal["dark", "argmax", "soft_argmax"] = "dark",
-        blur_kernel: int = 11,
+        blur_kernel: int | None = None,
         aux_heads: int = 0,
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
+        check_blur_kernel(blur_kernel, "HeatmapNet")
         if decode not in DECODERS:
             raise ValueError(f"HeatmapNet: decode must be one of {DECODERS}, got {decode!r}")
         if not 0 <= aux_heads < max(num_deconv, 1):
@@ -111,7 +113,7 @@ class HeatmapNet(nn.Module):
         return out
 
 
-def heatmaps_to_coords(heatmaps: Tensor, method: str = "dark", blur_kernel: int = 11) -> tuple[Tensor, Tensor]:
+def heatmaps_to_coords(heatmaps: Tensor, method: str = "dark", blur_kernel: int | None = None) -> tuple[Tensor, Tensor]:
     """Decode (B, K, h, w) heatmaps to normalised (B, K, 2) coordinates and (B, K) confidence logits.
 
     The input is ``stride`` times the heatmap, so ``x_norm = x_hm · stride / W_in = x_hm / w``.
