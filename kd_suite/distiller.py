@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from .fast_teacher import TeacherFastPath
 from .losses.base import DistillLoss
 from .outputs import ModelOutput, TapInfo, check_tap
 from .teacher import fingerprint, freeze, load_weights
@@ -52,6 +53,10 @@ class Distiller(L.LightningModule):
             to Adam as coupled L2).
         scheduler: optional LR scheduler factory.
         scheduler_interval: ``"epoch"`` or ``"step"``.
+        teacher_fast_path: run the teachers' forward through a BN-folded copy (channels_last where faster) that
+            is never a submodule (:mod:`kd_suite.fast_teacher`; outputs equal the plain teacher's within 1e-4
+            relative); ``False`` runs the plain teachers, a dict sets :class:`~kd_suite.fast_teacher.FastPathOptions`
+            fields (e.g. ``{"compile": true}``, or ``{"autocast": "bf16"}`` on GPU).
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class Distiller(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
+        teacher_fast_path: bool | dict[str, Any] = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +101,7 @@ class Distiller(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.teacher_evaluated = False  # tasks score the teachers once, at the first real validation
+        self.teacher_fast = TeacherFastPath.from_arg(teacher_fast_path)  # plain object: never in the state dict
 
     # ------------------------------------------------------------------ construction
     def _bind(self, name: str, loss: DistillLoss) -> None:
@@ -147,6 +154,8 @@ class Distiller(L.LightningModule):
 
     @torch.no_grad()  # not inference_mode: teacher tensors enter autograd-tracked losses
     def teacher_forward(self, image: Tensor) -> list[ModelOutput]:
+        if self.teacher_fast is not None:
+            return self.teacher_fast(self.teachers, image)
         return [t(image) for t in self.teachers]
 
     def task_loss(self, output: ModelOutput, batch: Any) -> dict[str, Tensor]:
@@ -182,6 +191,7 @@ class Distiller(L.LightningModule):
         task = self.task_loss(student, batch)
         kd = self.distill_terms(student, teachers, batch)
         total = sum(task.values()) + sum(kd.values())
+        self.last_terms = {"task": task, "kd": kd}  # read by kd_suite.guards (divergence, KD liveness)
         bs = batch.image.shape[0]
         logs = {f"train/task/{k}": v.detach() for k, v in task.items()}
         logs |= {f"train/kd/{k}": v.detach() for k, v in kd.items()}

@@ -1,6 +1,9 @@
-"""OKS-based keypoint AP: CrowdPose (``keypoints_crowd``, AP(E/M/H)) and COCO keypoints, via faster-coco-eval.
+"""OKS-based keypoint AP: CrowdPose (``keypoints_crowd``, AP(E/M/H)) and COCO keypoints.
 
-CrowdPose protocol (docs/datasets-and-metrics.md §2.3; crowdposetools / xtcocotools, reproduced by faster-coco-eval):
+The engine is xthotcoco / hotcoco when the ``fast-eval`` extra is installed, else faster-coco-eval
+(:mod:`.coco_backend`; both reproduce the CrowdPose golden scores and agree to 1e-9, tested).
+
+CrowdPose protocol (docs/datasets-and-metrics.md §2.3; crowdposetools / xtcocotools, reproduced by both engines):
 OKS with the 14 CrowdPose sigmas and ``s² = 0.53·w·h`` of the GT box (no ``area`` field: ``use_area=False``),
 maxDets 20, GT with ``iscrowd`` or ``num_keypoints == 0`` ignored, AP(E/M/H) from images with crowdIndex < 0.2,
 [0.2, 0.8) and ≥ 0.8. The split re-reads the GT json, so the GT is always opened **from its file path**.
@@ -11,8 +14,6 @@ Results use the COCO format: ``{"image_id", "category_id": 1, "keypoints": [x, y
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data.schema import CROWDPOSE_SIGMAS
+from .coco_backend import keypoint_eval
 
 __all__ = [
     "COCO_SIGMAS",
@@ -71,8 +73,6 @@ def evaluate_keypoint_results(gt_file: str | Path, results: list[dict[str, Any]]
         ``AP, AP50, AP75, AR, AR50, AR75, AP(E), AP(M), AP(H)`` (CrowdPose) or ``AP, AP50, AP75, AP(M), AP(L), AR,
         AR50, AR75, AR(M), AR(L)`` (COCO), on the 0–1 scale.
     """
-    from faster_coco_eval import COCO, COCOeval_faster
-
     if protocol not in ("crowdpose", "coco"):
         raise ValueError(f"protocol must be 'crowdpose' or 'coco', got {protocol!r}")
     gt_file = Path(gt_file)
@@ -80,27 +80,13 @@ def evaluate_keypoint_results(gt_file: str | Path, results: list[dict[str, Any]]
         raise FileNotFoundError(f"keypoint GT {gt_file} not found; pass the dataset's val annotation json")
     if not results:
         raise ValueError("no keypoint predictions to evaluate (the results list is empty)")
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_file))
-    known = set(gt.getImgIds())
-    unknown = sorted({r["image_id"] for r in results} - known)
-    if unknown:
-        raise ValueError(f"predictions name image ids {unknown[:5]} that are not in {gt_file}; check the GT file")
     num_joints = len(results[0]["keypoints"]) // 3
     sigmas = CROWDPOSE_SIGMAS if protocol == "crowdpose" else COCO_SIGMAS
     if num_joints != len(sigmas):
         raise ValueError(f"{protocol} keypoint AP needs {len(sigmas)} joints per prediction, got {num_joints}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(results)
-        if protocol == "crowdpose":
-            ev = COCOeval_faster(gt, dt, iouType="keypoints_crowd", kpt_oks_sigmas=list(sigmas), use_area=False)
-        else:
-            ev = COCOeval_faster(gt, dt, iouType="keypoints", kpt_oks_sigmas=list(sigmas))
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    stats = keypoint_eval(gt_file, results, protocol, sigmas)
     keys = _CROWDPOSE_KEYS if protocol == "crowdpose" else _COCO_KEYS
-    return {k: float(v) for k, v in zip(keys, ev.stats)}
+    return {k: float(v) for k, v in zip(keys, stats)}
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:

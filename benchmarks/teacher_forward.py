@@ -1,0 +1,134 @@
+"""Teacher forward, plain vs the frozen-teacher fast path, for the shipped teachers at their real input sizes.
+
+Each teacher of the shipped configs (``--scale``: the real-dataset ones by default) is built with random weights and
+timed on a random batch of its config's input size for every ``--batch`` size, with the parts of the fast path
+alone and together, interleaved call by call (load drift hits all alike):
+
+    plain            the teacher as the Distiller ran it before (no_grad, BatchNorms, NCHW)
+    fold             BatchNorms folded into their convolutions
+    channels_last    channels_last memory format alone
+    fold+channels_last  both
+    fast             the default fast path: fold, and channels_last where it timed faster on the first batch
+    fast+inference   the default fast path under torch.inference_mode (outputs cloned into normal tensors)
+    fast+compile     the default fast path, torch.compile'd (``--compile``; a one-off compile is excluded)
+    fast+bf16        CPU bf16 autocast on top (``--bf16``; not exact, for reference only)
+
+Prints ms per forward (median), plain/variant speed-ups and each variant's largest relative output difference.
+
+    python benchmarks/teacher_forward.py [--scale real|synthetic|demo] [--batch 1 8] [--steps 5] [--threads 1]
+        [--task parsing pose detection] [--compile] [--bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kd_suite.fast_teacher import FastPathOptions, TeacherFastPath, max_relative_error
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "real": {"parsing": "parsing/lip_dist", "pose": "pose/crowdpose_distilpose", "detection": "detection/fall_fsd"},
+    "synthetic": {
+        "parsing": "parsing/synthetic_dist",
+        "pose": "pose/synthetic_crowdpose_distilpose",
+        "detection": "detection/synthetic_fsd",
+    },
+    "demo": {"parsing": "demo/parsing_dist", "pose": "demo/pose_distilpose", "detection": "demo/detection_fsd"},
+}
+
+
+def teacher_of(config: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
+    """The (first) teacher of a KD config, random weights, frozen; and the config's input size."""
+    cfg = yaml.safe_load(config.read_text())
+    spec = cfg["model"]["init_args"]["teacher"]
+    spec = spec[0] if isinstance(spec, list) else spec
+    module, _, name = spec["class_path"].rpartition(".")
+    args = dict(spec.get("init_args") or {})
+    if "pretrained" in args:
+        args["pretrained"] = False
+    torch.manual_seed(0)
+    teacher = getattr(importlib.import_module(module), name)(**args)
+    return teacher.requires_grad_(False).eval(), tuple(cfg["data"]["init_args"]["input_size"])
+
+
+def variants(args: argparse.Namespace) -> dict[str, TeacherFastPath | None]:
+    out: dict[str, TeacherFastPath | None] = {
+        "plain": None,
+        "fold": TeacherFastPath(FastPathOptions(channels_last=False)),
+        "channels_last": TeacherFastPath(FastPathOptions(fold_bn=False, channels_last=True)),
+        "fold+channels_last": TeacherFastPath(FastPathOptions(channels_last=True)),
+        "fast": TeacherFastPath(),
+        "fast+inference": TeacherFastPath(FastPathOptions(inference_mode=True)),
+    }
+    if args.compile:
+        out["fast+compile"] = TeacherFastPath(FastPathOptions(compile=True))
+    if args.bf16:
+        out["fast+bf16"] = TeacherFastPath()  # run under an ambient CPU bf16 autocast below
+    return out
+
+
+def measure(teacher: torch.nn.Module, image: torch.Tensor, args: argparse.Namespace) -> dict[str, Any]:
+    paths = variants(args)
+
+    def call(name: str) -> Any:
+        path = paths[name]
+        bf16 = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if name == "fast+bf16" else torch.autocast("cpu", enabled=False)
+        )
+        with torch.no_grad(), bf16:
+            return teacher(image) if path is None else path.forward(teacher, image)
+
+    outputs = {name: call(name) for name in paths}  # warm-up: builds (and compiles) every copy
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(args.steps):
+        for name in paths:
+            start = time.perf_counter()
+            call(name)
+            times[name].append(1e3 * (time.perf_counter() - start))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "median_ms": {k: round(v, 1) for k, v in med.items()},
+        "plain_over": {k: round(med["plain"] / v, 3) for k, v in med.items() if k != "plain"},
+        "plain_over_by_min": {k: round(min(times["plain"]) / min(v), 3) for k, v in times.items() if k != "plain"},
+        "max_rel_diff": {
+            k: f"{max_relative_error(outputs['plain'], o):.1e}" for k, o in outputs.items() if k != "plain"
+        },
+        "bn_folded": str(paths["fast"].reports()[0]),
+        "fast_layout": paths["fast"].layouts()[0],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=list(CONFIGS), default="real")
+    p.add_argument(
+        "--task", nargs="+", choices=["parsing", "pose", "detection"], default=["parsing", "pose", "detection"]
+    )
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--steps", type=int, default=5, help="timed calls per variant, interleaved")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile'd fast copy")
+    p.add_argument("--bf16", action="store_true", help="also time CPU bf16 autocast (not exact)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for task in args.task:
+        config = REPO / "configs" / f"{CONFIGS[args.scale][task]}.yaml"
+        teacher, size = teacher_of(config)
+        for batch in args.batch:
+            image = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+            result = {"config": str(config.relative_to(REPO)), "teacher": type(teacher).__name__}
+            result |= {"input": [batch, 3, *size], "threads": torch.get_num_threads(), **measure(teacher, image, args)}
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

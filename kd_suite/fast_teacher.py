@@ -1,0 +1,283 @@
+"""The frozen-teacher fast path: a BN-folded copy of each teacher, used only for its forward pass.
+
+A frozen teacher in eval mode is a fixed function, so it can be run as a cheaper program with the same outputs:
+BatchNorms folded into their convolutions (:mod:`kd_suite.models.fold_bn`), channels_last memory format where it is
+faster (oneDNN convolutions and vectorised pooling on CPU, tensor-core layouts on GPU; by default both layouts are
+timed on the first batch), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is built lazily at
+the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or in-place
+version), and it is a plain attribute, never a submodule: the teachers themselves, their state dict, the checkpoints
+and the integrity fingerprints are untouched.
+
+At every build the copy is checked once against the plain teacher on the incoming batch; if any output tensor differs
+by more than ``check_rtol`` (relative to the tensor's largest magnitude), or the outputs do not have the same fields
+and shapes, the fast path is dropped for that teacher with a warning. Outputs are returned in the standard contiguous
+layout and, under the fast path's own autocast, in fp32; an ambient autocast (Lightning's mixed precision) applies
+to the copy as it does to the plain teacher.
+
+The switch ``KD_SUITE_TEACHER_FAST_PATH=0`` (environment) turns the fast path off for every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .models.fold_bn import FoldReport, fold_batchnorm
+
+__all__ = ["FastPathOptions", "TeacherFastPath", "map_tensors", "max_relative_error"]
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+ENV_SWITCH = "KD_SUITE_TEACHER_FAST_PATH"
+
+
+@dataclass(frozen=True)
+class FastPathOptions:
+    """What the fast path does.
+
+    Args:
+        fold_bn: fold eval-mode BatchNorms into the preceding convolutions (exact up to float rounding).
+        channels_last: run the copy and its input in channels_last memory format; ``None`` times both layouts on
+            the first batch and keeps the faster (channels_last helps large batches, can cost at batch 1). Default
+            ``False``: a timing-based choice would make a run's float results depend on machine load.
+        inference_mode: run under ``torch.inference_mode`` and clone the outputs into normal tensors (so losses can
+            save them for backward); default plain ``no_grad``, which measures the same on CPU.
+        compile: ``torch.compile`` the copy (a one-off compile of tens of seconds on CPU).
+        autocast: ``"bf16"`` or ``"fp16"`` autocast on CUDA (not exact: opt-in; ignored on CPU); outputs go back
+            to fp32.
+        check_rtol: tolerance of the one-off check against the plain teacher (relative to each tensor's max).
+    """
+
+    fold_bn: bool = True
+    channels_last: bool | None = False
+    inference_mode: bool = False
+    compile: bool = False
+    autocast: str | None = None
+    check_rtol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.autocast is not None and self.autocast not in _AUTOCAST:
+            raise ValueError(f"teacher fast path: autocast must be one of {sorted(_AUTOCAST)} or None")
+
+
+def map_tensors(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """Apply ``fn`` to every tensor of a model output (dataclass fields, lists, tuples, dicts), keeping the types."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changes)
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of a model output by path (``"features.2"``); non-tensor leaves are kept for the structure check."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {f"{prefix}#len": len(items)}
+    for name, v in items:
+        out |= _flatten(v, f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def max_relative_error(reference: Any, other: Any) -> float:
+    """Largest ``max|a − b| / max|a|`` over all tensors of two outputs; ``inf`` when their structure differs."""
+    a, b = _flatten(reference), _flatten(other)
+    if a.keys() != b.keys():
+        return float("inf")
+    worst = 0.0
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, Tensor) != isinstance(y, Tensor):
+            return float("inf")
+        if not isinstance(x, Tensor):
+            if x is not y and x != y:
+                return float("inf")
+            continue
+        if x.shape != y.shape or x.dtype.is_floating_point != y.dtype.is_floating_point:
+            return float("inf")
+        if x.numel() == 0:
+            continue
+        x, y = x.detach().double(), y.detach().double()
+        scale = x.abs().max().clamp_min(1e-30)
+        worst = max(worst, float((x - y).abs().max() / scale))
+    return worst
+
+
+def _slots(model: nn.Module) -> list[tuple[dict, str]]:
+    """Where each parameter and buffer of ``model`` lives (its module's dict and key), for cheap staleness checks."""
+    return [
+        (d, name)
+        for m in model.modules()
+        for d in (m._parameters, m._buffers)
+        for name, t in d.items()
+        if t is not None
+    ]
+
+
+def _key(slots: list[tuple[dict, str]]) -> tuple:
+    """Identity, storage and in-place version of every tensor: a move, reload, replacement or edit changes it."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in (d.get(name) for d, name in slots) if t is not None)
+
+
+def _faster(runs: dict[bool, Callable[[Tensor], Any]], image: Tensor, calls: int = 3) -> bool:
+    """The key of the fastest run on ``image``: one more warm-up each, then ``calls`` interleaved timings (min)."""
+    sync = torch.cuda.synchronize if image.is_cuda else (lambda *_: None)
+    best = dict.fromkeys(runs, float("inf"))
+    for i in range(calls + 1):
+        for key, run in runs.items():
+            sync(image.device)
+            start = time.perf_counter()
+            run(image)
+            sync(image.device)
+            if i:
+                best[key] = min(best[key], time.perf_counter() - start)
+    return min(best, key=best.__getitem__)
+
+
+@dataclass
+class _Compiled:
+    """One teacher's fast copy and the state it was built from (``runner is None``: fast path dropped)."""
+
+    slots: list[tuple[dict, str]]
+    key: tuple
+    runner: Callable[[Tensor], Any] | None
+    report: FoldReport | None = None
+    channels_last: bool = False
+
+
+class TeacherFastPath:
+    """Runs frozen teachers through their fast copies (built lazily, one per teacher, never registered).
+
+    Args:
+        options: :class:`FastPathOptions`.
+    """
+
+    def __init__(self, options: FastPathOptions | None = None) -> None:
+        self.options = options or FastPathOptions()
+        self._cache: dict[int, _Compiled] = {}
+
+    @classmethod
+    def from_arg(cls, arg: bool | dict[str, Any] | FastPathOptions | None) -> TeacherFastPath | None:
+        """``True``/``None`` → defaults, ``False`` → off, a dict → :class:`FastPathOptions` fields; the environment
+        switch ``KD_SUITE_TEACHER_FAST_PATH=0`` turns it off whatever the argument."""
+        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
+            return None
+        if arg is False:
+            return None
+        if arg is True or arg is None:
+            return cls()
+        if isinstance(arg, FastPathOptions):
+            return cls(arg)
+        if isinstance(arg, dict):
+            return cls(FastPathOptions(**arg))
+        raise TypeError(f"teacher_fast_path must be a bool or a dict of FastPathOptions fields, got {arg!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "_cache": {}}  # copies and pickles rebuild their fast copies
+
+    def reports(self) -> list[FoldReport | None]:
+        """The fold report of each cached teacher copy (``None`` where it was dropped), in cache order."""
+        return [c.report for c in self._cache.values()]
+
+    def layouts(self) -> list[str]:
+        """The memory format each cached copy runs in (``"plain"`` where the fast path was dropped)."""
+        return [
+            "plain" if c.runner is None else "channels_last" if c.channels_last else "contiguous"
+            for c in self._cache.values()
+        ]
+
+    def __call__(self, teachers: Sequence[nn.Module], image: Tensor) -> list[Any]:
+        """Outputs of every teacher on ``image``, through its fast copy where it passed the check."""
+        return [self.forward(t, image) for t in teachers]
+
+    def forward(self, teacher: nn.Module, image: Tensor) -> Any:
+        entry = self._cache.get(id(teacher))
+        if entry is None or _key(entry.slots) != entry.key:
+            entry = self._cache[id(teacher)] = self._build(teacher, image)
+        if entry.runner is None:
+            with torch.no_grad():
+                return teacher(image)
+        return entry.runner(image)
+
+    # ------------------------------------------------------------------ building
+    def _build(self, teacher: nn.Module, image: Tensor) -> _Compiled:
+        opts = self.options
+        slots = _slots(teacher)
+        entry = _Compiled(slots, _key(slots), None)
+        if teacher.training or any(p.requires_grad for p in teacher.parameters()):
+            return entry  # not frozen: only a frozen eval-mode teacher is a fixed function
+        folded = copy.deepcopy(teacher)
+        entry.report = fold_batchnorm(folded) if opts.fold_bn else None
+        layouts = [False, True] if opts.channels_last is None else [opts.channels_last]
+        candidates = {}
+        for cl in layouts:
+            model = copy.deepcopy(folded).to(memory_format=torch.channels_last) if cl else folded
+            candidates[cl] = (model, self._runner(model, image.device, cl, compiled=False, autocast=False))
+        with torch.no_grad(), torch.autocast(image.device.type, enabled=False):  # checked in the weights' dtype
+            reference = teacher(image)
+            errors = {cl: max_relative_error(reference, run(image)) for cl, (_, run) in candidates.items()}
+        dtype = next(itertools.chain(teacher.parameters(), [image]), image).dtype
+        tolerance = max(opts.check_rtol, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else opts.check_rtol
+        passed = [cl for cl, error in errors.items() if error <= tolerance]
+        if not passed:
+            warnings.warn(
+                f"teacher fast path disabled for {type(teacher).__name__}: its outputs differ from the plain "
+                f"teacher's by {min(errors.values()):.3g} (relative, tolerance {tolerance:g}); running the plain "
+                "teacher",
+                stacklevel=3,
+            )
+            return entry
+        if len(passed) > 1:
+            with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
+                entry.channels_last = _faster({cl: candidates[cl][1] for cl in passed}, image)
+        else:
+            entry.channels_last = passed[0]
+        model = candidates[entry.channels_last][0]
+        entry.runner = self._runner(model, image.device, entry.channels_last, compiled=opts.compile, autocast=True)
+        return entry
+
+    def _runner(
+        self, fast: nn.Module, device: torch.device, channels_last: bool, compiled: bool, autocast: bool
+    ) -> Callable[[Tensor], Any]:
+        opts = self.options
+        module = torch.compile(fast) if compiled else fast
+        dtype = _AUTOCAST.get(opts.autocast) if autocast and device.type == "cuda" else None
+
+        def run(image: Tensor) -> Any:
+            x = image.contiguous(memory_format=torch.channels_last) if channels_last else image
+            grad_mode = torch.inference_mode() if opts.inference_mode else torch.no_grad()
+            with grad_mode, torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                out = module(x)  # an ambient autocast (Lightning's mixed precision) applies as to the plain teacher
+            return map_tensors(out, lambda t: _finish(t, to_fp32=dtype is not None, copy=opts.inference_mode))
+
+        return run
+
+
+def _finish(t: Tensor, to_fp32: bool, copy: bool) -> Tensor:
+    """Standard layout (and fp32 after autocast); ``copy`` turns an inference tensor into a normal one."""
+    if to_fp32 and t.is_floating_point():
+        t = t.float()
+    if copy:
+        return t.clone(memory_format=torch.contiguous_format)
+    return t.contiguous()
