@@ -6,9 +6,12 @@ misspelled keys are rejected before anything is built. ``kd-suite data|evaluate|
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
+import os
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,28 +62,83 @@ class KDCLI(LightningCLI):
 
     Parsing runs under :func:`exact_class_arguments`, so ``--print_config`` shows, for every class, exactly the
     init_args its config gives plus that class's own signature defaults.
+
+    Every trainer gets the guards of :func:`kd_suite.guards.default_callbacks` (model/data consistency, divergence,
+    KD liveness) before the config's own callbacks, also when a config or ``--trainer.callbacks=[]`` sets the list;
+    ``--guards=false`` leaves them out.
+
+    Args:
+        args: command-line arguments (``None`` reads ``sys.argv``).
+        run: run the subcommand after instantiating the classes.
+        exit_on_error: print usage and exit on a parse error (argparse behaviour); ``False`` raises the
+            ``ArgumentError`` instead, for :func:`main` to print a short message.
+        **kwargs: passed to ``LightningCLI``.
     """
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         with exact_class_arguments():
             super().parse_arguments(parser, args)
 
-    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, args: list[str] | None = None, run: bool = True, exit_on_error: bool = True, **kwargs: Any
+    ) -> None:
+        self.exit_on_error = exit_on_error
         kwargs.setdefault(
             "trainer_defaults",
             {"default_root_dir": "runs", "logger": {"class_path": "kd_suite.loggers.KDWandbLogger"}},
         )
-        super().__init__(
-            Distiller,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},  # no silent prefix matches
-            args=args,
-            run=run,
-            **kwargs,
+        try:
+            super().__init__(
+                Distiller,
+                L.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},  # no silent prefix matches
+                args=args,
+                run=run,
+                **kwargs,
+            )
+        except argparse.ArgumentError as err:  # the parsers know the valid keys: kept for "did you mean" hints
+            err.kd_parsers = [*getattr(self, "_subcommand_parsers", {}).values(), getattr(self, "parser", None)]
+            raise
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("exit_on_error", self.exit_on_error)
+        return super().init_parser(**kwargs)
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--guards",
+            type=bool,
+            default=True,
+            help="add kd-suite's run guards: model/data consistency, divergence stop, KD liveness (default true)",
         )
+
+    def instantiate_classes(self) -> None:
+        """Build the classes; a constructor's error becomes a :class:`~kd_suite.explain.ConfigError` (cause kept)."""
+        from .explain import ConfigError
+
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            raise ConfigError(f"{type(err).__name__} while building the classes of the config: {err}") from err
+
+    def _parse_ckpt_path(self) -> None:  # Lightning reads the checkpoint's hyperparameters here, right after parsing
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, with the guards of :func:`kd_suite.guards.default_callbacks` first unless ``--guards=false``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("guards", True) and "callbacks" not in kwargs:
+            from .guards import default_callbacks
+
+            own = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            kwargs["callbacks"] = [*default_callbacks(), *(own if isinstance(own, list) else [own])]
+        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -97,6 +155,25 @@ class KDCLI(LightningCLI):
                     init["group"] = f"{model}/{data}"
 
 
+def check_ckpt_path(ckpt_path: Any) -> None:
+    """Fail early, in one line, when ``--ckpt_path`` names a missing, truncated or non-checkpoint file.
+
+    Lightning checkpoints are torch zip archives, so a file without a zip central directory cannot be one.
+    """
+    if not isinstance(ckpt_path, (str, Path)) or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        return
+    from .explain import ConfigError
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt written by kd-suite fit")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"--ckpt_path {str(path)!r} ({path.stat().st_size:,} bytes) is truncated, corrupt or not a checkpoint: "
+            "expected a Lightning .ckpt (a torch zip archive) written by kd-suite fit"
+        )
+
+
 def _usage() -> str:
     lines = ["usage: kd-suite {fit,validate,test,predict," + ",".join(TOOLS) + "} ...", "", "commands:"]
     lines += [f"  {n:<9} Lightning {n} of a Distiller config (--config X.yaml)" for n in ("fit", "validate", "test")]
@@ -107,15 +184,38 @@ def _usage() -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the ``kd-suite`` console script."""
+    """Entry point of the ``kd-suite`` console script.
+
+    A configuration, data, checkpoint or divergence error prints a few lines (the problem, the fix, a key
+    suggestion for a misspelled one) and returns 2 (parse/config) or 1; ``--debug`` anywhere on the command line, or
+    ``KD_SUITE_DEBUG=1``, shows the full traceback instead.
+    """
     argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("KD_SUITE_DEBUG", "").lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
-    if argv[0] in TOOLS:
-        module = importlib.import_module(TOOLS[argv[0]][0])
-        return int(module.main(argv[1:]) or 0)
-    KDCLI(args=None if args is None else argv)  # None: LightningCLI reads sys.argv itself
+    try:
+        if argv[0] in TOOLS:
+            module = importlib.import_module(TOOLS[argv[0]][0])
+            return int(module.main(argv[1:]) or 0)
+        if args is None:  # LightningCLI reads sys.argv itself (passing both makes it warn)
+            sys.argv = [sys.argv[0], *argv]
+        KDCLI(args=None if args is None else argv, exit_on_error=debug)
+    except Exception as err:
+        if debug:
+            raise
+        from .explain import explain
+
+        short = explain(err, argv)
+        if short is None:
+            raise
+        print(
+            f"kd-suite {argv[0]}: {short.message}\n  (full traceback: add --debug or set KD_SUITE_DEBUG=1)",
+            file=sys.stderr,
+        )
+        return short.code
     return 0
 
 

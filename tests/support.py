@@ -102,3 +102,18 @@ class TinySegData(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         ds = _RandomSeg(self.batch_size, self.size, self.num_classes, self.seed + 1)
         return DataLoader(ds, batch_size=self.batch_size, collate_fn=collate_seg)
+
+
+class GatheredKL(PixelKL):
+    """A KL term computed under ``torch.no_grad()``, like a cross-process gather without autograd (test-only)."""
+
+    def forward(self, student, teacher, batch=None) -> Tensor:
+        with torch.no_grad():
+            return super().forward(student, teacher, batch)
+
+
+class DroppedKL(PixelKL):
+    """A KL term a wrapper zeroed out (test-only)."""
+
+    def forward(self, student, teacher, batch=None) -> Tensor:
+        return 0.0 * super().forward(student, teacher, batch)

@@ -1,4 +1,5 @@
-"""Two-process DDP (gloo, CPU) fit of a tiny Distiller: teachers untouched, students in sync, terms finite."""
+"""Two-process DDP (gloo, CPU) fit of a tiny Distiller under the run guards: teachers untouched, students in sync,
+terms finite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 
 import lightning as L
 import torch
+
+from kd_suite.guards import default_callbacks
 
 from .support import HintMSE, PixelKL, TinySegData, TinySegDistiller, TinySegNet
 
@@ -46,7 +49,7 @@ def test_two_process_ddp_fit_keeps_teacher_and_syncs_student(tmp_path):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[_RecordPerRank(str(tmp_path))],
+        callbacks=[*default_callbacks(), _RecordPerRank(str(tmp_path))],  # the CLI's guards run on every rank
     )
     trainer.fit(module, TinySegData(num=16, batch_size=2))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -6,15 +6,17 @@ and kept out of the boxes (evaluators read them from the GT file). See docs/data
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import check_box, first_existing, read_json
+from .common import first_existing, read_json
 from .detection import DetectionDataModule, DetectionRecord
 from .errors import BadSamples, DatasetError, missing
+from .validate import as_record, check_box, coco_images, finite_number, integer_id, short
 
 
 def coco_ann_file(root: Path, split: str) -> Path:
@@ -29,13 +31,21 @@ def coco_ann_file(root: Path, split: str) -> Path:
     return path
 
 
-def coco_categories(path: Path) -> list[str]:
-    """Category names in class-index order (sorted category id)."""
-    data = read_json(path, "give a COCO instances json")
+def coco_categories(path: Path, data: Any = None) -> list[str]:
+    """Category names in class-index order (sorted category id); ``data`` is the parsed json when already read."""
+    data = read_json(path, "give a COCO instances json") if data is None else data
     cats = data.get("categories") if isinstance(data, dict) else None
-    if not cats:
+    if not cats or not isinstance(cats, list):
         raise DatasetError(path, "no categories", "list the classes under 'categories'")
-    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    fix = "each category needs an integer id and a name, ids distinct"
+    by_id: dict[int, str] = {}
+    for k, c in enumerate(cats):
+        where = f"{path} [category {k}]"
+        cat_id = integer_id(as_record(c, where, "category", fix).get("id"), where, "category id", fix)
+        if not isinstance(c.get("name"), str) or cat_id in by_id:
+            raise DatasetError(where, f"category {short(c)} has no name or repeats id {cat_id}", fix)
+        by_id[cat_id] = c["name"]
+    return [by_id[i] for i in sorted(by_id)]
 
 
 def coco_records(
@@ -46,7 +56,7 @@ def coco_records(
     data = read_json(path, "give a COCO instances json")
     if not isinstance(data, dict) or not data.get("images"):
         raise DatasetError(path, "no images", "give a COCO instances json with 'images', 'annotations', 'categories'")
-    names = coco_categories(path)
+    names = coco_categories(path, data)
     if class_names is not None and list(class_names) != names:
         raise DatasetError(
             path,
@@ -54,29 +64,40 @@ def coco_records(
             "pass class_names in the json's category-id order, or leave it unset",
         )
     index = {c["id"]: k for k, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
-    images = {int(im["id"]): im for im in data["images"]}
+    images = coco_images(path, data["images"], bad)
     per_image: dict[int, list[tuple[list[float], int]]] = {i: [] for i in images}
     fix = "fix the annotation or pass skip_bad=True"
-    for k, a in enumerate(data.get("annotations", [])):
-        where = f"{path} [annotation {k}, id {a.get('id')}]"
+    annotations = data.get("annotations")
+    if not isinstance(annotations, list):
+        raise DatasetError(path, "'annotations' is missing or not a list", "give a COCO instances json")
+    if not annotations:
+        warnings.warn(
+            f"{path}: the annotation list is empty, so every image trains as background; "
+            "check that this is the instances json of the split",
+            stacklevel=2,
+        )
+    for k, a in enumerate(annotations):
+        where = f"{path} [annotation {k}, id {a.get('id') if isinstance(a, dict) else None}]"
         try:
-            im = images[int(a["image_id"])]
-            if a["category_id"] not in index:
+            im = images[integer_id(as_record(a, where, "annotation", fix)["image_id"], where, "image_id", fix)]
+            category = a["category_id"]
+            if isinstance(category, bool) or not isinstance(category, int) or category not in index:
                 raise DatasetError(
                     where,
-                    f"category_id {a['category_id']} is not in the categories {names}",
+                    f"category_id {short(category)} is not in the categories {names}",
                     "add the category to 'categories' or fix the annotation",
                 )
             if a.get("iscrowd", 0):
                 continue
             x, y, w, h = check_box(a["bbox"], int(im["width"]), int(im["height"]), where, fix)
+            area = finite_number(a.get("area", w * h), where, "area", fix, -1e12, 1e12)
         except KeyError as err:
             bad.handle(DatasetError(where, f"missing key or unknown image_id ({err})", fix))
             continue
         except DatasetError as err:
             bad.handle(err)
             continue
-        if train and float(a.get("area", w * h)) <= 0:
+        if train and area <= 0:
             continue  # YOLOX keeps only annotations with a positive area
         x1, y1 = max(0.0, x), max(0.0, y)
         x2, y2 = min(float(im["width"]), x + w), min(float(im["height"]), y + h)

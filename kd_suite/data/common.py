@@ -65,20 +65,24 @@ def read_json(path: Path, fix: str) -> Any:
     """Load a json file; missing, empty or malformed files raise :class:`DatasetError`."""
     if not path.is_file():
         raise missing(path, "annotation file", fix)
-    text = path.read_text()
-    if not text.strip():
+    data = path.read_bytes()
+    if not data.strip():
         raise DatasetError(path, "annotation file is empty", fix)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DatasetError(path, f"not valid json ({e})", fix) from e
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8 (UnicodeDecodeError), absurd nesting
+        raise DatasetError(path, f"not valid json ({str(e)[:200]})", fix) from e
 
 
 def read_id_list(path: Path) -> list[str]:
     """Read an id list: one stem per line, or HRNet pairs / JPPNet triplets (the stem of the first path is used)."""
     if not path.is_file():
         raise missing(path, "id list", "give the split's id list (one image id per line)")
-    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, f"id list is not UTF-8 text ({e.reason})", "list one image id per line") from e
+    ids = [Path(line.split()[0]).stem for line in text.splitlines() if line.strip()]
     if not ids:
         raise DatasetError(path, "id list is empty", "list one image id per line")
     return ids
@@ -91,20 +95,6 @@ def first_existing(candidates: Sequence[Path], what: str, fix: str) -> Path:
             return path
     tried = ", ".join(str(p) for p in candidates[1:])
     raise missing(candidates[0], what, f"{fix} (also looked for {tried})" if tried else fix)
-
-
-def check_box(box: Any, width: int, height: int, where: str, fix: str) -> tuple[float, float, float, float]:
-    """Validate a COCO ``[x, y, w, h]`` box: positive size and inside the image (small tolerance)."""
-    try:
-        x, y, w, h = (float(v) for v in box)
-    except (TypeError, ValueError) as err:
-        raise DatasetError(where, f"bbox {box!r} is not 4 numbers", fix) from err
-    if not (w > 0 and h > 0):
-        raise DatasetError(where, f"degenerate bbox {box} (width and height must be > 0)", fix)
-    tol_x, tol_y = max(2.0, 0.01 * width), max(2.0, 0.01 * height)
-    if x < -tol_x or y < -tol_y or x + w > width + tol_x or y + h > height + tol_y:
-        raise DatasetError(where, f"bbox {box} lies outside the {width}x{height} image", fix)
-    return x, y, w, h
 
 
 _MEAN_T = torch.from_numpy(MEAN)[:, None, None]

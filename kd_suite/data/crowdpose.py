@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_box, first_existing, read_json
+from .common import first_existing, read_json
 from .errors import BadSamples, DatasetError, missing
 from .pose import PoseDataModule, PoseInstance
 from .schema import CROWDPOSE_FLIP_PAIRS, CROWDPOSE_JOINTS
 from .transforms import box_to_center_size
+from .validate import as_record, check_box, coco_images, finite_array, integer_id
 
 
 def crowdpose_split_file(root: Path, split: str) -> Path:
@@ -41,13 +42,16 @@ def read_coco_keypoints(path: Path, num_joints: int, bad: BadSamples) -> tuple[d
     data = read_json(path, "give a COCO-keypoints json with images, annotations and categories")
     if not isinstance(data, dict) or not data.get("images") or not data.get("annotations"):
         raise DatasetError(path, "no images or no annotations", "give a COCO-keypoints json with both lists filled")
-    images = {int(im["id"]): im for im in data["images"]}
+    if not isinstance(data["annotations"], list):
+        raise DatasetError(path, "'annotations' is not a list", "give a COCO-keypoints json")
+    images = coco_images(path, data["images"], bad)
     anns = []
     for k, a in enumerate(data["annotations"]):
-        where = f"{path} [annotation {k}, id {a.get('id')}]"
+        where = f"{path} [annotation {k}, id {a.get('id') if isinstance(a, dict) else None}]"
         try:
-            image = images[int(a["image_id"])]
-            kps = np.asarray(a["keypoints"], np.float64)
+            as_record(a, where, "annotation", fix)
+            image = images[integer_id(a["image_id"], where, "image_id", fix)]
+            kps = finite_array(a["keypoints"], where, "keypoints", fix)
             if kps.shape != (num_joints * 3,):
                 raise DatasetError(
                     where,
@@ -154,11 +158,11 @@ class CrowdPoseDataModule(PoseDataModule):
         aspect = self.input_size[1] / self.input_size[0]
         missing_images: set[int] = set()
         for image_id, im in images.items():
-            if not (self.root / "images" / im["file_name"]).is_file():
+            if not (self.root / "images" / im.get("file_name", "")).is_file():
                 missing_images.add(image_id)
                 bad.handle(
                     missing(
-                        self.root / "images" / im["file_name"],
+                        self.root / "images" / im.get("file_name", ""),
                         f"image {image_id} of {path}",
                         "restore the image or pass skip_bad=True",
                     )
@@ -198,25 +202,27 @@ class CrowdPoseDataModule(PoseDataModule):
         if not isinstance(dets, list) or not dets:
             raise DatasetError(self.det_file, "expected a non-empty list of detections", "pass a COCO results json")
         out, k = [], len(CROWDPOSE_JOINTS)
+        fix = "each detection needs image_id, bbox [x, y, w, h] and score; pass a COCO results json"
         for i, d in enumerate(dets):
-            image_id = int(d["image_id"])
+            where = f"{self.det_file} [detection {i}]"
+            image_id = integer_id(as_record(d, where, "detection", fix).get("image_id"), where, "image_id", fix)
             if image_id not in images:
-                raise DatasetError(
-                    f"{self.det_file} [detection {i}]",
-                    f"image_id {image_id} is not in the GT json",
-                    "use detections made on the same split",
-                )
-            if d.get("category_id", 1) != 1 or float(d["score"]) < self.det_score_thr or image_id in missing_images:
+                raise DatasetError(where, f"image_id {image_id} is not in the GT json", "use detections of the split")
+            score = float(finite_array(d.get("score"), where, "score", fix, limit=1e6))
+            box = finite_array(d.get("bbox"), where, "bbox", fix)
+            if box.shape != (4,):
+                raise DatasetError(where, f"bbox {d.get('bbox')} is not 4 numbers", fix)
+            if d.get("category_id", 1) != 1 or score < self.det_score_thr or image_id in missing_images:
                 continue
             im = images[image_id]
-            box = _clip_box(d["bbox"], int(im["width"]), int(im["height"]))
+            box = _clip_box(box, int(im["width"]), int(im["height"]))
             if box is None:
                 continue
             meta = {
                 "image_id": image_id,
                 "bbox": list(box),
                 "area": box[2] * box[3],
-                "score": float(d["score"]),
+                "score": score,
                 "crowd_index": float(im.get("crowdIndex", 0.0)),
             }
             out.append(self._instance(im, box, aspect, np.zeros((k, 2)), np.zeros(k, np.float32), meta))
@@ -241,6 +247,6 @@ def _clip_box(box: Any, width: int, height: int) -> tuple[float, float, float, f
     x, y, w, h = (float(v) for v in box)
     x1, y1 = max(0.0, x), max(0.0, y)
     x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
-    if x2 < x1 or y2 < y1 or w * h <= 0:
+    if x2 < x1 or y2 < y1 or w * h <= 0 or (x2 == x1 and y2 == y1):  # a point box has no crop size
         return None
     return x1, y1, x2 - x1, y2 - y1

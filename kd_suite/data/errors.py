@@ -12,16 +12,17 @@ class DatasetError(ValueError):
     The message always names the file (and the entry inside it when there is one) and says how to fix it.
 
     Args:
-        path: the file or folder at fault.
+        path: the file or folder at fault; alone, a complete message (how pickling and DataLoader workers rebuild
+            the error in another process).
         problem: what is wrong.
         fix: what the user should do about it.
     """
 
-    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+    def __init__(self, path: str | Path, problem: str | None = None, fix: str | None = None) -> None:
         self.path = str(path)
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{path}: {problem}. Fix: {fix}")
+        super().__init__(str(path) if problem is None else f"{path}: {problem}. Fix: {fix}")
 
 
 class BadSamples:

@@ -13,14 +13,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.io import loadmat
 
 from .common import first_existing, read_json
 from .errors import BadSamples, DatasetError, missing
+from .matfile import MatFileError, read_mat_array
 from .pose import PoseDataModule, PoseInstance
 from .schema import MPII_FLIP_PAIRS, MPII_JOINTS
+from .validate import MAX_PIXELS, finite_array, finite_number, short
 
 _ALIASES = {"valid": ("valid", "val"), "val": ("val", "valid")}
+_MIN_SCALE = 1e-3  # scale is the person height / 200 px: below this the person is under a pixel
 
 
 def mpii_split_file(root: Path, split: str) -> Path:
@@ -48,12 +50,12 @@ def mpii_gt_mat(root: Path) -> Path | None:
 
 def read_head_sizes(path: Path, count: int) -> np.ndarray:
     """PCKh head sizes ``0.6 * ||(x2, y2) - (x1, y1)||`` of the head boxes in ``gt_valid.mat`` (instance order)."""
-    mat = loadmat(str(path))
-    if "headboxes_src" not in mat:
-        raise DatasetError(
-            path, "no 'headboxes_src' array", "use the gt_valid.mat that ships with the MPII annotations"
-        )
-    boxes = np.asarray(mat["headboxes_src"], np.float64)  # (2, 2, N)
+    fix = "use the gt_valid.mat that ships with the MPII annotations"
+    try:
+        boxes = read_mat_array(path, "headboxes_src")  # (2, 2, N); not scipy's loadmat, which can crash on bad files
+    except MatFileError as err:
+        raise DatasetError(path, f"cannot read 'headboxes_src': {err}", fix) from err
+    boxes = finite_array(boxes, str(path), "headboxes_src", fix)
     if boxes.ndim != 3 or boxes.shape[:2] != (2, 2) or boxes.shape[2] != count:
         raise DatasetError(
             path,
@@ -68,7 +70,7 @@ def mpii_instances(
 ) -> list[PoseInstance]:
     """Read and validate the instances of ``split``; images are checked for existence, their pixels lazily."""
     path = mpii_split_file(root, split)
-    fix = "each entry needs image, center [x, y], scale > 0 and 16 joints / joints_vis"
+    fix = "fix the entry (image, finite center [x, y], scale > 0, 16 joints / joints_vis) or pass skip_bad=True"
     entries = read_json(path, fix)
     if not isinstance(entries, list) or not entries:
         raise DatasetError(path, "expected a non-empty list of person instances", fix)
@@ -86,13 +88,15 @@ def mpii_instances(
     for i, e in enumerate(entries):
         where = f"{path} [entry {i}]"
         try:
-            image = root / "images" / str(e["image"])
-            center = np.asarray(e["center"], np.float64)
-            scale = float(e["scale"])
-            joints = np.asarray(e.get("joints", np.zeros((16, 2))), np.float64)
-            vis = np.asarray(e.get("joints_vis", np.zeros(16)), np.float32)
+            if not isinstance(e, dict) or not isinstance(e.get("image"), str):
+                raise TypeError(f"expected an object with an 'image' file name, got {short(e)}")
+            image = root / "images" / e["image"]
+            center = finite_array(e["center"], where, "center", fix)
+            scale = finite_number(e["scale"], where, "scale", fix, _MIN_SCALE, MAX_PIXELS / 200.0)
+            joints = finite_array(e.get("joints", np.zeros((16, 2))), where, "joints", fix)
+            vis = finite_array(e.get("joints_vis", np.zeros(16)), where, "joints_vis", fix).astype(np.float32)
         except (KeyError, TypeError, ValueError) as err:
-            bad.handle(DatasetError(where, f"malformed entry ({err!r})", fix))
+            bad.handle(err if isinstance(err, DatasetError) else DatasetError(where, f"malformed entry ({err!r})", fix))
             continue
         if joints.shape != (16, 2) or vis.shape != (16,):
             bad.handle(
@@ -103,8 +107,8 @@ def mpii_instances(
                 )
             )
             continue
-        if center.shape != (2,) or not scale > 0:
-            bad.handle(DatasetError(where, f"invalid center {center.tolist()} / scale {scale}", fix))
+        if center.shape != (2,):
+            bad.handle(DatasetError(where, f"invalid center {short(center.tolist())} / scale {scale}", fix))
             continue
         if not image.is_file():
             bad.handle(missing(image, f"image of {where}", "restore the image or pass skip_bad=True"))
@@ -216,4 +220,5 @@ class MPIIDataModule(PoseDataModule):
         return mpii_gt_mat(self.root)
 
     def instances(self, split: str, train: bool, bad: BadSamples) -> list[PoseInstance]:
-        return mpii_instances(self.root, split, self.input_size, bad, head_sizes=not train)
+        heads = not train and split == self.val_split  # gt_valid.mat holds the head boxes of the val split only
+        return mpii_instances(self.root, split, self.input_size, bad, head_sizes=heads)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from .common import read_id_list
 from .detection import DetectionDataModule, DetectionRecord
 from .errors import BadSamples, DatasetError, missing
 from .schema import VOC_CLASSES
+from .validate import image_size
 
 
 def read_voc_annotation(xml_path: str | Path, class_names: Sequence[str]) -> dict[str, Any]:
@@ -33,16 +35,16 @@ def read_voc_annotation(xml_path: str | Path, class_names: Sequence[str]) -> dic
         )
     try:
         root = ET.parse(xml_path).getroot()
-    except ET.ParseError as err:
+    except (ET.ParseError, ValueError, LookupError) as err:  # LookupError: an unknown encoding declaration
         raise DatasetError(
             xml_path, f"not valid XML ({err})", "re-extract the annotation or pass skip_bad=True"
         ) from err
     size = root.find("size")
     try:
-        width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
+        width, height = image_size(float(size.findtext("width")), float(size.findtext("height")), str(xml_path), "")
     except (AttributeError, TypeError, ValueError) as err:
         raise DatasetError(
-            xml_path, "missing or invalid <size><width>/<height>", "add the image size to the XML"
+            xml_path, "missing or invalid <size><width>/<height>", "add the image size in pixels to the XML"
         ) from err
     boxes, labels, difficult = [], [], []
     for k, obj in enumerate(root.iter("object")):
@@ -59,6 +61,8 @@ def read_voc_annotation(xml_path: str | Path, class_names: Sequence[str]) -> dic
             x1, y1, x2, y2 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError) as err:
             raise DatasetError(where, "missing or invalid <bndbox> coordinates", "give xmin/ymin/xmax/ymax") from err
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise DatasetError(where, f"box ({x1}, {y1}, {x2}, {y2}) holds NaN or Inf", "fix the box coordinates")
         if x2 <= x1 or y2 <= y1:
             raise DatasetError(where, f"degenerate box ({x1}, {y1}, {x2}, {y2})", "fix the box or pass skip_bad=True")
         if x1 < 0 or y1 < 0 or x2 > width + 1 or y2 > height + 1:

@@ -6,10 +6,10 @@ models can size their necks, heads and distillation taps in ``__init__`` without
 
 from __future__ import annotations
 
-import timm
 from torch import Tensor, nn
 
 from ..outputs import TapInfo
+from .pretrained import create_timm_model
 
 
 class Backbone(nn.Module):
@@ -17,7 +17,7 @@ class Backbone(nn.Module):
 
     Args:
         name: any timm model name that supports ``features_only`` (``resnet18``, ``resnet50``, ``test_resnet``...).
-        pretrained: passed through to :func:`timm.create_model` (ImageNet weights from the hub when True).
+        pretrained: ImageNet weights from the hub (or the local cache) when True; see :mod:`.pretrained`.
         out_indices: which feature levels to return; ``None`` returns every level timm exposes.
         output_stride: dilate the last stages so the coarsest level has this stride (8 or 16; ``None`` keeps 32).
             Only backbones whose timm implementation supports dilation accept it (ResNets do).
@@ -35,13 +35,13 @@ class Backbone(nn.Module):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        kwargs = {"features_only": True, "pretrained": pretrained}
+        kwargs: dict = {"features_only": True}
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
         if output_stride is not None:
             kwargs["output_stride"] = output_stride
         self.name = name
-        self.body = timm.create_model(name, **kwargs)
+        self.body = create_timm_model(name, pretrained, **kwargs)  # fails fast, in one line, when offline
         self.channels: list[int] = list(self.body.feature_info.channels())
         self.strides: list[int] = list(self.body.feature_info.reduction())
 

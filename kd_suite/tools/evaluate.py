@@ -1,7 +1,8 @@
 """``kd-suite evaluate --format F --gt PATH --pred PATH``: score prediction files with the official protocol.
 
 Each format is one function ``evaluate_files(gt: Path, pred: Path, **options) -> dict[str, float | dict]`` in the
-metrics module of its task: the same code that validation runs.
+metrics module of its task: the same code that validation runs. The JSON printed is strict: an undefined score (NaN,
+e.g. the AP of a class with no ground truth) is written as ``null``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 #: format → (module, function, one-line description)
 FORMATS = {
@@ -21,6 +26,19 @@ FORMATS = {
     "voc": ("kd_suite.metrics.detection", "evaluate_voc_files", "COCO-style results json vs a VOCdevkit split (mAP)"),
     "coco-bbox": ("kd_suite.metrics.detection", "evaluate_coco_files", "COCO results json vs COCO GT json (mAP)"),
 }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/Inf floats (e.g. the AP of a class without ground truth) as ``None``, so it is valid JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +69,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"kd-suite evaluate: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2)
+    text = json.dumps(json_safe(result), indent=2, allow_nan=False)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
