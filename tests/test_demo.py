@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kd_suite.cli import main
-from kd_suite.tools.demo import format_table, gap_closed
+from kd_suite.tools.report import format_table, gap_closed
 
 
 def test_demo_parsing_end_to_end(tmp_path, capsys):
@@ -18,11 +18,16 @@ def test_demo_parsing_end_to_end(tmp_path, capsys):
     assert not (data / "mpii").exists(), "only the formats of the chosen tasks are generated"
     rows = json.loads((out / "report.json").read_text())
     runs = [r["run"] for r in rows]
-    assert runs[:2] == ["teacher", "baseline"] and len(runs) >= 3
-    for r in rows:
+    assert runs[:3] == ["trivial", "teacher", "baseline"] and len(runs) >= 4
+    trivial, models = rows[0], rows[1:]
+    assert 0.0 < trivial["mean"] < 100.0 and trivial["params_M"] is None  # the per-pixel majority class
+    for r in models:
         assert 0.0 <= r["mean"] <= 100.0 and r["params_M"] > 0 and r["gflops"] > 0 and r["cpu_latency_ms"] > 0
         assert 0.0 <= r["val/pixel_acc"] <= 100.0 and r["val/pixel_acc"] >= r["mean"], "pixel acc ≥ mIoU, in percent"
-    assert all(r["gap_closed"] is None for r in rows[:2])
+        assert ("not above trivial" in r["flags"]) == (r["mean"] <= trivial["mean"])
+    assert all(r["gap_closed"] is None and r["delta"] is None for r in rows[:3])
+    for r in rows[3:]:  # KD rows: paired per-seed difference to their own baseline
+        assert r["baseline"] == "baseline" and r["delta"][0] == r["values"][0] - rows[2]["values"][0]
     assert (out / "parsing_predictions.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "| parsing | baseline | mIoU |" in printed and (out / "report.md").read_text().strip() in printed
@@ -37,12 +42,16 @@ def test_format_table_gap_closed():
         std=1.0,
         seeds=3,
         gap_closed=0.25,
+        delta=(2.5, 0.5),
+        wins=2,
+        flags=["above its teacher"],
         params_M=1.0,
         gflops=2.0,
         cpu_latency_ms=3.0,
     )
     table = format_table([row])
     assert "50.00 ± 1.00 (n=3)" in table and "+25 %" in table
+    assert "+2.50 ± 0.50" in table and "2/3" in table and "above its teacher" in table
 
 
 def test_gap_closed_needs_a_teacher_ahead_of_the_baseline():

@@ -1,36 +1,43 @@
 """``kd-suite demo``: teacher → baseline student → KD students on built-in synthetic data, with a report.
 
-For each task it trains the teacher alone, then the student alone (the baseline) and with each distillation recipe,
+For each task it trains the teacher alone, then each student alone (its baseline) and with each distillation recipe,
 all from the shipped ``configs/demo/<task>_*.yaml`` files, then prints and saves (``runs/demo/``) a table with
-the task metric, params, GFLOPs, CPU latency and the share of the teacher–student gap each recipe closes
-(``gap closed = (KD − baseline) / (teacher − baseline)``), plus a picture of teacher / baseline / KD predictions.
+the task metric, the paired per-seed difference of each KD run to its own baseline (and on how many seeds it wins),
+the share of the teacher–student gap it closes (``gap closed = (KD − baseline) / (teacher − baseline)``), params,
+GFLOPs and CPU latency, plus a picture of teacher / baseline / KD predictions.
+
+Every task also gets a *trivial* row (:mod:`kd_suite.metrics.trivial`: the mean pose, the per-pixel majority class,
+no boxes) and the report flags any model that does not beat it, and any student that beats its teacher.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .profile import profile_model
+from ..metrics.trivial import trivial_score
+from .report import format_table, summarise
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-MIN_GAP = 1.0  # metric points (percent) a teacher must lead the baseline by for "gap closed" to mean anything
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One task of the demo: its configs by role, the metric that ranks runs, and where its data is generated."""
+    """One task of the demo: its configs by role, the metric that ranks runs, and where its data is generated.
+
+    ``baselines`` maps each baseline role to its config (a student trained alone); ``kd`` maps each distillation role
+    to ``(config, baseline role)``, the baseline it is compared with (the same student without distillation).
+    """
 
     task: str
     teacher: str
-    baseline: str
-    kd: dict[str, str]
+    baselines: dict[str, str]
+    kd: dict[str, tuple[str, str]]
     metric: str
     data_format: str
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
@@ -47,8 +54,11 @@ EXPERIMENTS = {
     "parsing": Experiment(
         task="parsing",
         teacher="parsing_teacher.yaml",
-        baseline="parsing_student.yaml",
-        kd={"DIST (000)": "parsing_dist.yaml", "DIST+GSKD (004)": "parsing_dist_gskd.yaml"},
+        baselines={"baseline": "parsing_student.yaml"},
+        kd={
+            "DIST (000)": ("parsing_dist.yaml", "baseline"),
+            "DIST+GSKD (004)": ("parsing_dist_gskd.yaml", "baseline"),
+        },
         metric="val/mIoU",
         data_format="lip",
         extra_metrics=("val/pixel_acc",),
@@ -56,8 +66,11 @@ EXPERIMENTS = {
     "pose": Experiment(
         task="pose",
         teacher="pose_teacher.yaml",
-        baseline="pose_student.yaml",
-        kd={"DistilPose+L_A (003)": "pose_distilpose.yaml"},
+        baselines={"baseline (regression)": "pose_student.yaml", "baseline (heatmap)": "pose_heatmap_student.yaml"},
+        kd={
+            "DistilPose+L_A (003)": ("pose_distilpose.yaml", "baseline (regression)"),
+            "DSKD (001)": ("pose_dskd.yaml", "baseline (heatmap)"),
+        },
         metric="val/PCKh",
         data_format="mpii",
         extra_metrics=("val/PCKh@0.1",),
@@ -66,8 +79,8 @@ EXPERIMENTS = {
     "detection": Experiment(
         task="detection",
         teacher="detection_teacher.yaml",
-        baseline="detection_student.yaml",
-        kd={"FSD (002)": "detection_fsd.yaml"},
+        baselines={"baseline": "detection_student.yaml"},
+        kd={"FSD (002)": ("detection_fsd.yaml", "baseline")},
         metric="val/mAP50",
         data_format="voc",
     ),
@@ -114,13 +127,15 @@ def run_experiment(exp: Experiment, out: Path, data: Path, seeds: list[int], epo
     t_metrics, t_module = _fit(exp.config(exp.teacher), teacher_dir, seeds[0], t_extra, wandb)
     teacher_ckpt = teacher_dir / "final.ckpt"
     rows = {"teacher": {"metrics": [t_metrics], "module": t_module}}
-    for role, cfg in {"baseline": exp.baseline, **exp.kd}.items():
-        runs = []
+    runs = {role: (cfg, None) for role, cfg in exp.baselines.items()} | exp.kd
+    for role, (cfg, baseline) in runs.items():
+        kd_args = [f"--model.init_args.teacher_ckpt={teacher_ckpt}"] if baseline is not None else []
+        metrics = []
         for seed in seeds:
-            kd_args = [f"--model.init_args.teacher_ckpt={teacher_ckpt}"] if role != "baseline" else []
-            metrics, module = _fit(exp.config(cfg), out / exp.task / _slug(role), seed, extra + kd_args, wandb)
-            runs.append(metrics)
-        rows[role] = {"metrics": runs, "module": module}
+            m, module = _fit(exp.config(cfg), out / exp.task / _slug(role), seed, extra + kd_args, wandb)
+            metrics.append(m)
+        rows[role] = {"metrics": metrics, "module": module, "baseline": baseline}
+    rows["_trivial"] = trivial_score(exp.task, t_module.trainer.datamodule)
     rows["_seconds"] = time.perf_counter() - t0
     return rows
 
@@ -137,62 +152,6 @@ def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:
 
 def _slug(role: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in role.lower()).strip("_")
-
-
-def gap_closed(kd: float, baseline: float, teacher: float) -> float | None:
-    """``(KD − baseline) / (teacher − baseline)``, or ``None`` when the teacher is not ahead by ``MIN_GAP`` points."""
-    if teacher - baseline < MIN_GAP:
-        return None
-    return (kd - baseline) / (teacher - baseline)
-
-
-def summarise(exp: Experiment, rows: dict, input_size: tuple[int, int]) -> list[dict]:
-    """Mean ± std of the metric per role, gap closed against the baseline, and the model costs."""
-    table = []
-    values = {
-        role: [exp.scale * m.get(exp.metric, float("nan")) for m in r["metrics"]]
-        for role, r in rows.items()
-        if role[0] != "_"
-    }
-    base, teacher = statistics.mean(values["baseline"]), statistics.mean(values["teacher"])
-    for role, r in rows.items():
-        if role.startswith("_"):
-            continue
-        v = values[role]
-        model = r["module"].student
-        cost = profile_model(model, input_size, runs=5)
-        gap = None if role in ("teacher", "baseline") else gap_closed(statistics.mean(v), base, teacher)
-        table.append(
-            {
-                "task": exp.task,
-                "run": role,
-                "metric": exp.metric,
-                "mean": statistics.mean(v),
-                "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                "seeds": len(v),
-                "gap_closed": gap,
-                **{k: cost[k] for k in ("params_M", "gflops", "cpu_latency_ms")},
-                **{
-                    m: exp.scale * statistics.mean(x.get(m, float("nan")) for x in r["metrics"])
-                    for m in exp.extra_metrics
-                },
-            }
-        )
-    return table
-
-
-def format_table(rows: list[dict]) -> str:
-    """Markdown table of the report."""
-    head = "| task | run | metric | value (mean ± std, n) | gap closed | params (M) | GFLOPs | CPU ms |"
-    lines = [head, "|" + "---|" * 8]
-    for r in rows:
-        gap = "—" if r["gap_closed"] is None else f"{100 * r['gap_closed']:+.0f} %"
-        value = f"{r['mean']:.2f} ± {r['std']:.2f} (n={r['seeds']})"
-        lines.append(
-            f"| {r['task']} | {r['run']} | {r['metric'].split('/')[-1]} | {value} | {gap} | "
-            f"{r['params_M']:.2f} | {r['gflops']:.2f} | {r['cpu_latency_ms']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -221,6 +180,14 @@ def main(argv: list[str]) -> int:
         default=1,
         help="torch CPU threads (default 1: one data worker runs beside it on a 2-core machine)",
     )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=2,
+        help="tasks trained at once, each in its own process with its log in OUT/<task>.log (default 2; 1 runs "
+        "them one after another in this process). Results do not depend on it.",
+    )
+    p.add_argument("--rows-file", type=Path, default=None, help=argparse.SUPPRESS)  # a child's report rows
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,22 +196,75 @@ def main(argv: list[str]) -> int:
     if unknown:
         p.error(f"unknown task(s) {unknown}; choose from {list(EXPERIMENTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    report, start = [], time.perf_counter()
+    start = time.perf_counter()
     make_data(args.data, [EXPERIMENTS[t].data_format for t in tasks], args.scenes)
-    for task in tasks:
-        exp = EXPERIMENTS[task]
-        rows = run_experiment(exp, args.out, args.data, args.seeds, args.epochs, args.wandb)
-        module = rows["baseline"]["module"]
-        size = tuple(getattr(module.trainer.datamodule, "input_size", (256, 256)))
-        report += summarise(exp, rows, size)
-        picture = _picture(exp, rows, args.out)
-        print(f"[demo] {task}: {rows['_seconds']:.0f} s; predictions: {picture}")
+    if args.parallel > 1 and len(tasks) > 1:
+        report = _run_children(tasks, args, argv)
+        if report is None:
+            return 1
+    else:
+        report = []
+        for task in tasks:
+            report += run_task(EXPERIMENTS[task], args)
+    if args.rows_file is not None:
+        args.rows_file.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     table = format_table(report)
     (args.out / "report.md").write_text(table + "\n")
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + table)
     print(f"\n[demo] total {time.perf_counter() - start:.0f} s; report: {args.out / 'report.md'}")
     return 0
+
+
+def run_task(exp: Experiment, args: argparse.Namespace) -> list[dict]:
+    """Train every run of one task in this process; return its report rows (and draw its picture)."""
+    rows = run_experiment(exp, args.out, args.data, args.seeds, args.epochs, args.wandb)
+    module = rows["teacher"]["module"]
+    size = tuple(getattr(module.trainer.datamodule, "input_size", (256, 256)))
+    report = summarise(exp, rows, size)
+    picture = _picture(exp, rows, args.out)
+    print(f"[demo] {exp.task}: {rows['_seconds']:.0f} s; predictions: {picture}", flush=True)
+    return report
+
+
+#: longest first, so that the shorter tasks share the other process slot
+_EXPECTED_ORDER = ("detection", "parsing", "pose")
+
+
+def _run_children(tasks: list[str], args: argparse.Namespace, argv: list[str]) -> list[dict] | None:
+    """One child ``kd-suite demo --tasks T --parallel 1`` per task, ``args.parallel`` at a time; merged rows."""
+    import sys
+
+    from .parallel import Job, run_jobs
+
+    order = sorted(tasks, key=lambda t: _EXPECTED_ORDER.index(t) if t in _EXPECTED_ORDER else len(_EXPECTED_ORDER))
+    common = [a for a in _strip(argv, ("--tasks", "--parallel", "--rows-file"))]
+    jobs = [
+        Job(
+            task,
+            [sys.executable, "-m", "kd_suite.cli", "demo", *common, "--tasks", task, "--parallel", "1"]
+            + ["--rows-file", str(args.out / f"{task}.rows.json")],
+            args.out / f"{task}.log",
+        )
+        for task in order
+    ]
+    if any(job.returncode != 0 for job in run_jobs(jobs, args.parallel)):
+        return None
+    return [row for task in tasks for row in json.loads((args.out / f"{task}.rows.json").read_text())]
+
+
+def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without ``options`` and their values (``--opt v`` and ``--opt=v``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in options:
+            skip = True
+        elif not a.startswith(tuple(f"{o}=" for o in options)):
+            out.append(a)
+    return out
 
 
 @torch.no_grad()
@@ -256,7 +276,7 @@ def _picture(exp: Experiment, rows: dict, out: Path, n: int = 4) -> Path:
     import matplotlib.pyplot as plt
 
     models = {role: r["module"].eval() for role, r in rows.items() if not role.startswith("_")}
-    reference = models["baseline"]
+    reference = models["teacher"]
     batch = next(iter(reference.trainer.datamodule.val_dataloader()))
     columns = {"ground truth": reference.render(batch, None, n)}
     for role, module in models.items():
