@@ -31,19 +31,11 @@ from typing import Any
 
 import torch
 import yaml
+from kd_step import CONFIGS  # the shipped KD configs per scale and task (same folder)
 
 from kd_suite.fast_teacher import FastPathOptions, TeacherFastPath, max_relative_error
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "real": {"parsing": "parsing/lip_dist", "pose": "pose/crowdpose_distilpose", "detection": "detection/fall_fsd"},
-    "synthetic": {
-        "parsing": "parsing/synthetic_dist",
-        "pose": "pose/synthetic_crowdpose_distilpose",
-        "detection": "detection/synthetic_fsd",
-    },
-    "demo": {"parsing": "demo/parsing_dist", "pose": "demo/pose_distilpose", "detection": "demo/detection_fsd"},
-}
 
 
 def teacher_of(config: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
