@@ -24,7 +24,7 @@ DEMO = REPO / "configs" / "demo"
 def easy_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("learn")
     synthesize(
-        root, 120, 16, size=(160, 160), seed=11, formats=("mpii", "lip"), workers=0, progress=False, difficulty="easy"
+        root, 300, 24, size=(160, 160), seed=11, formats=("mpii", "lip"), workers=0, progress=False, difficulty="easy"
     )
     synthesize(root, 96, 16, size=(160, 160), seed=12, formats=("voc",), workers=0, progress=False, difficulty="easy")
     return root

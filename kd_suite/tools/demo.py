@@ -185,7 +185,7 @@ def main(argv: list[str]) -> int:
         type=int,
         default=2,
         help="tasks trained at once, each in its own process with its log in OUT/<task>.log (default 2; 1 runs "
-        "them one after another in this process). Results do not depend on it.",
+        "them one after another). Results do not depend on it.",
     )
     p.add_argument("--rows-file", type=Path, default=None, help=argparse.SUPPRESS)  # a child's report rows
     args = p.parse_args(argv)
@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_data(args.data, [EXPERIMENTS[t].data_format for t in tasks], args.scenes)
-    if args.parallel > 1 and len(tasks) > 1:
+    if len(tasks) > 1:  # every task in a fresh process: a run's numbers must not depend on what ran before it
         report = _run_children(tasks, args, argv)
         if report is None:
             return 1
