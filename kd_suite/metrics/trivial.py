@@ -40,7 +40,7 @@ def mean_pose_pckh(datamodule: Any) -> float:
         norm = batch.keypoints.double() / torch.tensor([w, h], dtype=torch.float64)  # (B, K, 2)
         vis = batch.visible.double().unsqueeze(-1)  # (B, K, 1)
         total, count = total + (norm * vis).sum(0), count + vis.sum(0)
-    mean = total / np.maximum(count, 1.0)  # (K, 2) normalised crop coordinates
+    mean = total / torch.as_tensor(count).clamp_min(1.0)  # (K, 2) normalised crop coordinates
     preds, gts, visible, heads = [], [], [], []
     for batch in _loader(datamodule, datamodule.val_split, train_style=False):
         coords = mean.expand(batch.keypoints.shape[0], -1, -1)  # (B, K, 2)

@@ -239,7 +239,7 @@ def _run_children(tasks: list[str], args: argparse.Namespace, argv: list[str]) -
     from .parallel import Job, run_jobs
 
     order = sorted(tasks, key=lambda t: _EXPECTED_ORDER.index(t) if t in _EXPECTED_ORDER else len(_EXPECTED_ORDER))
-    common = [a for a in _strip(argv, ("--tasks", "--parallel", "--rows-file"))]
+    common = _strip(argv, ("--tasks", "--parallel", "--rows-file"))
     jobs = [
         Job(
             task,
