@@ -18,16 +18,16 @@ __all__ = ["DISTLoss", "SKDPairwiseLoss"]
 class DISTLoss(DistillLoss):
     """DIST for dense outputs: ``τ²·(β·L_inter + γ·L_intra)`` over all pixels of the batch.
 
-    Huang et al., *Knowledge Distillation from A Stronger Teacher*, NeurIPS 2022; the KD term of method 000
-    (class-relationship KD for human parsing). Logits (B, C, H, W) are flattened to (B·H·W, C) first (authors'
-    segmentation code), ``L_inter = 1 − mean_i ρ(row i)`` and ``L_intra = 1 − mean_j ρ(column j over all pixels)``
-    with ``ρ`` the Pearson correlation of ``softmax(z/τ)`` (+1e-8 in the denominator); see
+    Huang et al., *Knowledge Distillation from A Stronger Teacher*, NeurIPS 2022; the KD term of class-relationship KD
+    for human parsing (Lang et al., Electronics Letters 2023). Logits (B, C, H, W) are flattened to (B·H·W, C) first
+    (authors' segmentation code), ``L_inter = 1 − mean_i ρ(row i)`` and ``L_intra = 1 − mean_j ρ(column j over all
+    pixels)`` with ``ρ`` the Pearson correlation of ``softmax(z/τ)`` (+1e-8 in the denominator); see
     :func:`~kd_suite.losses.relational.dist_loss`. The reference neither masks ignore pixels nor uses a temperature
     for segmentation: the defaults reproduce it.
 
     Confirmed from the authors' code: the formula, the flatten-first order, the +1e-8. Inferred: that DIST is the
-    class-relationship term of method 000 (its abstract uses DIST's wording). Additions: ``ignore_index`` masking and
-    teacher resizing (neutral by default).
+    class-relationship term of Lang et al. (its abstract uses DIST's wording; docs/methods.md §1.2). Additions:
+    ``ignore_index`` masking and teacher resizing (neutral by default).
 
     Args:
         beta: inter-class weight β.

@@ -1,5 +1,5 @@
 """FSD and FGD: mask geometry by hand, the faithful mode against a literal transcription of the reference loop
-(docs methods.md §3.2), and the loss values against straightforward re-computations."""
+(docs/methods.md §3.2), and the loss values against straightforward re-computations."""
 
 from __future__ import annotations
 

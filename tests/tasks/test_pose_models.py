@@ -82,7 +82,7 @@ def test_cau_block_and_channel_shuffle():
 
 
 def test_student_size_target_at_256x192():
-    """Seed 003 (PRL 2024): ≤ 4.3 M params and ≤ 2.2 GFLOPs; FLOPs = 2 × MACs, attention matmuls counted."""
+    """Wei & Hu (PRL 2024) (PRL 2024): ≤ 4.3 M params and ≤ 2.2 GFLOPs; FLOPs = 2 × MACs, attention matmuls counted."""
     model = RegressionPoseNet(num_joints=14, input_size=(256, 192)).eval()  # defaults: CAU stem, depth 5
     params = sum(p.numel() for p in model.parameters())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

@@ -13,7 +13,7 @@ weighted maps of FGD. Foreground mask of a box with cell support rows [hmin, hma
 ``area = 1/((hmax+1−hmin)(wmax+1−wmin))`` inside the support, ``area·g`` on a ring of half-size
 ``((hmax−hmin)//2, (wmax−wmin)//2)`` cells around it, max over boxes; background = ``1[M_fg = 0]`` / its sum.
 
-Two modes [CONFIRMED code vs RECON intent, see docs methods.md §3.2]:
+Two modes [CONFIRMED code vs RECON intent, see docs/methods.md §3.2]:
 
 * clean (default, reconstruction of the intent): ``g = exp(−(c − cx)²/2σx² − (r − cy)²/2σy²)`` on the integer grid
   (row ↔ cy, col ↔ cx), ``σ = sigma_ratio·support size`` (≈ 1/6, CenterNet style), ring symmetric around the

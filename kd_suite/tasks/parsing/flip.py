@@ -1,7 +1,7 @@
 """Horizontal flip for parsing: mirror a map and swap the left/right class channels (LIP pairs 14↔15, 16↔17, 18↔19).
 
 Flip test as in SCHP ``evaluate.py`` and HRNet-Seg ``lip.py``: average the logits of the image with the mirrored
-logits of the mirrored image, whose left/right channels are swapped back (datasets-and-metrics.md §1.1).
+logits of the mirrored image, whose left/right channels are swapped back (docs/datasets-and-metrics.md §1.1).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Reconstructed as PP-LiteSeg's Unified Attention Fusion Module with spatial attention (Peng et al., "PP-LiteSeg",
 arXiv 2204.02681, 2022; PaddleSeg ``layers/tensor_fusion.py::UAFM_SpAtten``). The UAFM_SpAtten computation is
-confirmed from the PaddleSeg code; identifying seed 000's "LSFA" with it is a reconstruction (methods.md §1.3), hence
-the switches ``spatial_stats`` (``("mean",)`` gives ``UAFM_SpAtten_S``) and ``separable`` (``UAFMMobile_SpAtten``).
+confirmed from the PaddleSeg code; identifying the "LSFA" of Lang et al. (Electronics Letters 2023) with it is a
+reconstruction (docs/methods.md §1.3), hence the switches ``spatial_stats`` (``("mean",)`` gives ``UAFM_SpAtten_S``)
+and ``separable`` (``UAFMMobile_SpAtten``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 * SPPM: Peng et al., "PP-LiteSeg: A Superior Real-Time Semantic Segmentation Model", arXiv 2204.02681, 2022
   (PaddleSeg ``PPContextModule``). Bins 1, 2, 4, branches SUMMED, no identity branch. Confirmed from the PaddleSeg
-  code; that seed 000's "simplified pyramid module" is this module is a reconstruction.
+  code; that the "simplified pyramid module" of Lang et al. (Electronics Letters 2023) is this module is a
+  reconstruction (docs/methods.md §1.3).
 * PSP: Zhao et al., "Pyramid Scene Parsing Network", CVPR 2017, in the CE2P/SCHP form (bins 1, 2, 3, 6, branches
   concatenated with the input, then a 3×3 ConvBNReLU). Confirmed from SCHP ``networks/AugmentCE2P.py::PSPModule``.
 """

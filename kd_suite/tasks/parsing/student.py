@@ -1,9 +1,9 @@
-"""ParsingNet: the lightweight student parser of seed 000 (ResNet18 + simplified pyramid + LSFA fusion).
+"""ParsingNet: the lightweight student parser of Lang et al. (ResNet18 + simplified pyramid + LSFA fusion).
 
 Lang et al., "Class relationship-based knowledge distillation for efficient human parsing", Electronics Letters 2023
 (DOI 10.1049/ell2.12900). Only the abstract is available ("ResNet18 as a core network … simplified the pyramid
 module … spatial attention fusion strategy"); the decoder below is reconstructed as PP-LiteSeg's (Peng et al. 2022):
-SPPM context on the 1/32 level, then UAFM_SpAtten fusions at 1/32, 1/16 and 1/8 (methods.md §1.3).
+SPPM context on the 1/32 level, then UAFM_SpAtten fusions at 1/32, 1/16 and 1/8 (docs/methods.md §1.3).
 """
 
 from __future__ import annotations

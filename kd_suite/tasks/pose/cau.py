@@ -2,7 +2,7 @@
 
 The PRL 2024 paper (Wei & Hu, "A lightweight attention-driven distillation model for human pose estimation") only
 says CAU combines group convolution with attention to cut redundancy; no code is public. The block below is our
-reconstruction [RECON, methods.md §4.4], a drop-in replacement for the Bottlenecks of DistilPose-S's ``StemNet``:
+reconstruction [RECON, docs/methods.md §4.4], a drop-in replacement for the Bottlenecks of DistilPose-S's ``StemNet``:
 
     y = GConv1×1(C_in→C_mid, g) → BN → ReLU → ChannelShuffle(g) → DWConv3×3(C_mid) → BN → GConv1×1(C_mid→C_out, g) → BN
     a = sigmoid(Conv1×1(ReLU(Conv1×1(GAP(y)))))          (squeeze-excitation, reduction r)

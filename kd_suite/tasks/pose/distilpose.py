@@ -1,4 +1,4 @@
-"""Heatmap → regression distillation terms (seed 003: DistilPose-style KD plus the attention loss L_A).
+"""Heatmap → regression distillation terms (Wei & Hu, PRL 2024: DistilPose-style KD plus the attention loss L_A).
 
 What is confirmed and what is reconstructed:
 
@@ -9,8 +9,8 @@ What is confirmed and what is reconstructed:
 * :class:`CoordDistillLoss` (teacher heatmaps decoded to coordinates + confidences as soft regression targets) is
   a reconstruction of the PRL 2024 paper's "heatmap → regression" transfer [RECON]; DistilPose itself transfers
   coordinates only through Reg2HM and tokens.
-* :class:`AttentionLoss` (L_A) is a reconstruction [RECON, methods.md §4.3]: the abstract says it "emulates the effect
-  of additional transformer layers"; no formula or code is public.
+* :class:`AttentionLoss` (L_A) is a reconstruction [RECON, docs/methods.md §4.3]: the abstract says it "emulates the
+  effect of additional transformer layers"; no formula or code is public.
 """
 
 from __future__ import annotations

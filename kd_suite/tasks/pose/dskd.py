@@ -1,6 +1,6 @@
-"""DSKD terms (seed 001, Wu et al., ICANN 2023): binarized dense multi-teacher guidance and a classification loss.
+"""DSKD terms (Wu et al., ICANN 2023): binarized dense multi-teacher guidance and a classification loss.
 
-Only the abstract is public, so everything here is a parameterised reconstruction [RECON, methods.md §2.3]:
+Only the abstract is public, so everything here is a parameterised reconstruction [RECON, docs/methods.md §2.3]:
 
 * binarization of guide heatmaps (the abstract: teacher heatmaps are noisy; ODKD's "binarization operation"; the
   exact formula is unknown) — modes ``hard``, ``clip`` (default) and ``gt_gated`` (:func:`binarize`);

@@ -1,6 +1,6 @@
 """RegressionPoseNet: the lightweight regression student (DistilPose-S layout, CAU stem, shallower transformer).
 
-Reading of the PRL 2024 student (Wei & Hu; 4.3 M params, 2.2 GFLOPs at 256×192) [INFERRED, methods.md §4.2]:
+Reading of the PRL 2024 student (Wei & Hu; 4.3 M params, 2.2 GFLOPs at 256×192) [INFERRED, docs/methods.md §4.2]:
 DistilPose-S (Ye et al., CVPR 2023; 5.4 M params, 12 layers) with the stem's Bottlenecks replaced by CAUs and fewer
 transformer layers, the attention loss L_A standing in for the removed depth. Our default (CAU stem, depth 5) gives
 2.67 M params and 2.14 GFLOPs at 256×192 (14 joints) under the suite's convention: FLOPs = 2 × multiply-accumulates
