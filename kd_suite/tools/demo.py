@@ -107,7 +107,9 @@ def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bo
         *logger,
         *overrides,
     ]
+    t0 = time.perf_counter()
     cli = KDCLI(args=args)
+    print(f"[demo] {run_dir.parent.name}/{run_dir.name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     cli.trainer.save_checkpoint(run_dir / "final.ckpt", weights_only=False)  # full state: resumable
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     return metrics, cli.model
