@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from .evaluation import EvaluationProtocol
 from .fast_teacher import TeacherFastPath
 from .losses.base import DistillLoss
 from .outputs import ModelOutput, TapInfo, check_tap
@@ -29,11 +30,12 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-class Distiller(L.LightningModule):
+class Distiller(EvaluationProtocol, L.LightningModule):
     """Teacher–student system: a trainable student, frozen teacher(s) and weighted distillation terms.
 
     With no teacher it trains the student alone, which is how teachers and baselines are trained, so every run of an
-    experiment shares one code path. Subclasses implement :meth:`task_loss` and their validation metrics.
+    experiment shares one code path. Tasks subclass it and supply :meth:`task_loss`, ``decode``, ``build_metric`` and
+    :meth:`render`; the validation/test loop is shared (:mod:`kd_suite.evaluation`).
 
     Invariants (tested): teachers are frozen, stay in eval mode even when ``.train()`` is called, run under
     ``torch.no_grad()`` and never enter the optimizer; their weights are not written to checkpoints, which record
@@ -57,6 +59,8 @@ class Distiller(L.LightningModule):
             is never a submodule (:mod:`kd_suite.fast_teacher`; outputs equal the plain teacher's within 1e-4
             relative); ``False`` runs the plain teachers, a dict sets :class:`~kd_suite.fast_teacher.FastPathOptions`
             fields (e.g. ``{"compile": true}``, or ``{"autocast": "bf16"}`` on GPU).
+        log_images: validation samples drawn as GT | teacher | student pictures to W&B each epoch (first batch; only
+            with a WandbLogger; 0 disables).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Distiller(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
         teacher_fast_path: bool | dict[str, Any] = True,
+        log_images: int = 4,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -102,6 +107,9 @@ class Distiller(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.teacher_evaluated = False  # tasks score the teachers once, at the first real validation
         self.teacher_fast = TeacherFastPath.from_arg(teacher_fast_path)  # plain object: never in the state dict
+        self.log_images = log_images
+        self.eval_metrics: nn.ModuleDict | None = None  # built at the first evaluation (kd_suite.evaluation)
+        self.results: dict[str, Any] = {}  # the last validation/test epoch's results, student and teacher
 
     # ------------------------------------------------------------------ construction
     def _bind(self, name: str, loss: DistillLoss) -> None:
@@ -199,30 +207,9 @@ class Distiller(L.LightningModule):
         self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
         return total
 
-    # ------------------------------------------------------------------ evaluation
-    # Validation and test share one protocol: tasks implement eval_step and eval_epoch_end.
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.eval_step(batch, batch_idx)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.eval_step(batch, batch_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self.eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.eval_epoch_end("test")
-
-    def eval_step(self, batch: Any, batch_idx: int) -> None:
-        """Accumulate the task metric on one validation/test batch."""
-        raise NotImplementedError(f"{type(self).__name__} must implement eval_step(batch, batch_idx)")
-
-    def eval_epoch_end(self, stage: str) -> None:
-        """Compute and log the metric accumulated over the epoch under ``stage`` (``"val"`` or ``"test"``)."""
-
-    def teacher_due(self) -> bool:
-        """True at the first real validation of a run with teachers (they are scored once: their weights are fixed)."""
-        return bool(self.teachers) and not self.teacher_evaluated and not self.trainer.sanity_checking
+    def setup(self, stage: str) -> None:
+        """Metrics are rebuilt at the next evaluation from the (now set-up) DataModule's facts."""
+        self.reset_metrics()
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # student + adapters; teachers are frozen

@@ -120,7 +120,6 @@ def test_fast_path_equals_the_plain_teacher_on_every_field(name):
         reference = teacher(image)
     fast = TeacherFastPath()
     out = fast.forward(teacher, image)
-    assert max_relative_error(reference, out) <= RTOL
     decoded = getattr(teacher, "decode", None) is not None and reference.coords is not None
     for field in vars(reference):  # every field, list fields entry by entry (taps included)
         ref, got = getattr(reference, field), getattr(out, field)

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import torch
 from torch import Tensor
 
 _B = TypeVar("_B")
@@ -27,11 +28,14 @@ class ParsingBatch:
     image: (B, 3, H, W) float, normalised.
     mask: (B, H, W) int64 class ids, 255 = ignore.
     meta: per-sample dicts (``id``, ``orig_size`` (h, w), ``path`` ...).
+    sample_id: (B,) int64 dataset index of each sample (evaluation drops repeated ids); ``None`` when unknown.
     """
 
     image: Tensor
     mask: Tensor
     meta: list[dict[str, Any]] = field(default_factory=list)
+
+    sample_id: Tensor | None = None
 
     pin_memory = _pin
 
@@ -45,6 +49,7 @@ class PoseBatch:
     heatmaps: (B, K, h, w) GT Gaussian heatmaps at the heatmap stride.
     inv_affine: (B, 2, 3) maps crop-input pixels back to original-image pixels.
     meta: per-sample dicts (``image_id``, ``center``, ``scale``, ``bbox``, ``area``, ``head_size`` ...).
+    sample_id: (B,) int64 dataset index of each sample (evaluation drops repeated ids); ``None`` when unknown.
     """
 
     image: Tensor
@@ -53,6 +58,8 @@ class PoseBatch:
     heatmaps: Tensor
     inv_affine: Tensor
     meta: list[dict[str, Any]] = field(default_factory=list)
+
+    sample_id: Tensor | None = None
 
     pin_memory = _pin
 
@@ -64,12 +71,14 @@ class DetectionBatch:
     boxes: (B, M, 4) xyxy in input pixels after augmentation, zero rows where padded.
     labels: (B, M) int64 class index, -1 where padded.
     meta: per-sample dicts (``image_id``, ``orig_size`` (h, w), ``scale`` (resize factor), ``pad`` (x, y) ...).
+    sample_id: (B,) int64 dataset index of each sample (evaluation drops repeated ids); ``None`` when unknown.
     """
 
     image: Tensor
     boxes: Tensor
     labels: Tensor
     meta: list[dict[str, Any]] = field(default_factory=list)
+    sample_id: Tensor | None = None
 
     pin_memory = _pin
 
@@ -77,3 +86,9 @@ class DetectionBatch:
     def valid(self) -> Tensor:
         """(B, M) bool, True for real boxes."""
         return self.labels >= 0
+
+
+def sample_id_tensor(metas: list[dict[str, Any]]) -> Tensor | None:
+    """(B,) int64 ``meta["sample_index"]`` of each sample, or ``None`` when a sample has none."""
+    ids = [m.get("sample_index") for m in metas]
+    return None if any(not isinstance(i, int) for i in ids) else torch.tensor(ids, dtype=torch.long)

@@ -127,24 +127,14 @@ class COCODetectionDataModule(DetectionDataModule):
     """COCO-json detection as :class:`DetectionBatch` es (meta: ``image_id``, ``orig_size``, ``scale``, ``pad``).
 
     Args:
-        root: folder holding ``annotations/`` and the split image folders.
-        class_names: expected classes in category-id order; ``None`` reads them from the val json.
-        train_split: ``instances_<train_split>.json`` and image folder ``<train_split>/`` (or ``<split>2017/``).
-        val_split: the validation split.
-        batch_size: images per batch.
-        num_workers: loader processes.
-        pin_memory: pin host memory.
-        persistent_workers: keep loader processes between epochs.
+        root: folder holding ``annotations/`` and the split image folders (``instances_<split>.json`` and image
+            folder ``<split>/`` or ``<split>2017/`` for each of ``train_split`` and ``val_split``).
+        class_names: expected classes in category-id order; ``None`` reads them from the val json (and the synthetic
+            set of ``synth_if_missing`` uses ``standing``/``fallen``).
         input_size: letterbox size (h, w).
-        augment: random resize/placement and HSV jitter when training.
-        flip: random horizontal flip when training.
         mosaic: 4-image mosaic when training.
         scale_range: random resize range relative to the letterbox size.
-        skip_bad: skip invalid annotations/images with a counted warning instead of raising.
-        synth_if_missing: write a small synthetic COCO set (classes ``standing``/``fallen`` unless ``class_names``
-            says otherwise) into ``root`` when it does not exist.
-        synth_num_train: synthetic train scenes.
-        synth_num_val: synthetic val scenes.
+        **kwargs: :class:`~kd_suite.data.common.BaseDataModule` arguments (batch_size, num_workers, ...).
     """
 
     synth_format = "coco"
@@ -153,40 +143,12 @@ class COCODetectionDataModule(DetectionDataModule):
         self,
         root: str = "data/coco",
         class_names: Sequence[str] | None = None,
-        train_split: str = "train",
-        val_split: str = "val",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         input_size: tuple[int, int] = (640, 640),
-        augment: bool = True,
-        flip: bool = True,
         mosaic: bool = False,
         scale_range: tuple[float, float] = (0.5, 1.5),
-        skip_bad: bool = False,
-        synth_if_missing: bool = False,
-        synth_num_train: int = 64,
-        synth_num_val: int = 16,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            input_size=input_size,
-            augment=augment,
-            flip=flip,
-            mosaic=mosaic,
-            scale_range=scale_range,
-            train_split=train_split,
-            val_split=val_split,
-            skip_bad=skip_bad,
-            synth_if_missing=synth_if_missing,
-            synth_num_train=synth_num_train,
-            synth_num_val=synth_num_val,
-        )
+        super().__init__(root=root, input_size=input_size, mosaic=mosaic, scale_range=scale_range, **kwargs)
         self._class_names = list(class_names) if class_names is not None else None
 
     @property

@@ -150,10 +150,15 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         for attempt in range(len(self.records)):
+            i = (index + attempt) % len(self.records)
             try:
-                return self.load((index + attempt) % len(self.records))
+                item = self.load(i)
             except DatasetError as e:
                 self.bad.handle(e)
+                continue
+            meta = item["meta"] if isinstance(item, dict) else item[-1]
+            meta["sample_index"] = i  # the record read; becomes batch.sample_id (DDP de-duplication)
+            return item
         raise DatasetError("dataset", "every sample is bad", "check the dataset files")
 
 
@@ -167,11 +172,11 @@ class BaseDataModule(L.LightningDataModule):
 
     Args:
         root: the dataset folder.
+        input_size: network input (h, w).
         batch_size: samples per batch.
         num_workers: loader processes.
         pin_memory: pin host memory (only when CUDA is available).
         persistent_workers: keep loader processes between epochs.
-        input_size: network input (h, w).
         augment: random geometric/photometric augmentation on the training split.
         flip: random horizontal flip on the training split.
         train_split: split used for training.
@@ -189,19 +194,19 @@ class BaseDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | Path,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
         input_size: tuple[int, int],
-        augment: bool,
-        flip: bool,
-        train_split: str,
-        val_split: str,
-        skip_bad: bool,
-        synth_if_missing: bool,
-        synth_num_train: int,
-        synth_num_val: int,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        augment: bool = True,
+        flip: bool = True,
+        train_split: str = "train",
+        val_split: str = "val",
+        skip_bad: bool = False,
+        synth_if_missing: bool = False,
+        synth_num_train: int = 64,
+        synth_num_val: int = 16,
     ) -> None:
         super().__init__()
         self.root = Path(root)

@@ -73,28 +73,19 @@ def read_coco_keypoints(path: Path, num_joints: int, bad: BadSamples) -> tuple[d
 class CrowdPoseDataModule(PoseDataModule):
     """CrowdPose top-down pose as :class:`PoseBatch` es (meta: ``image_id``, ``ann_id``, ``center``, ``scale``,
     ``bbox``, ``area`` (= bbox w·h; evaluators use 0.53·w·h themselves), ``crowd_index``, ``score``).
+    The protocol trains on ``train_split="trainval"`` and reports numbers on ``val_split="test"``.
 
     Args:
         root: the CrowdPose folder.
-        batch_size: crops per batch.
-        num_workers: loader processes.
-        pin_memory: pin host memory.
-        persistent_workers: keep loader processes between epochs.
         input_size: crop (h, w).
+        batch_size: crops per batch.
         heatmap_stride: input pixels per heatmap pixel.
         sigma: heatmap Gaussian std (heatmap pixels).
-        augment: random scale and rotation when training.
-        flip: random horizontal flip (joint pairs swapped) when training.
         scale_factor: scale jitter std / bound.
         rotation: rotation std in degrees (bounded at twice this).
-        train_split: split for training (the protocol trains on ``trainval``).
-        val_split: split for validation (``val``, or ``test`` for the reported numbers).
         det_file: optional COCO results json of person boxes used instead of GT boxes for validation.
         det_score_thr: detections below this score are dropped.
-        skip_bad: skip invalid annotations with a counted warning instead of raising.
-        synth_if_missing: write a small synthetic CrowdPose set into ``root`` when it does not exist.
-        synth_num_train: synthetic train scenes.
-        synth_num_val: synthetic val scenes.
+        **kwargs: :class:`~kd_suite.data.common.BaseDataModule` arguments (num_workers, train_split, ...).
     """
 
     synth_format = "crowdpose"
@@ -104,45 +95,25 @@ class CrowdPoseDataModule(PoseDataModule):
     def __init__(
         self,
         root: str = "data/crowdpose",
-        batch_size: int = 32,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         input_size: tuple[int, int] = (256, 192),
+        batch_size: int = 32,
         heatmap_stride: int = 4,
         sigma: float = 2.0,
-        augment: bool = True,
-        flip: bool = True,
         scale_factor: float = 0.35,
         rotation: float = 45.0,
-        train_split: str = "train",
-        val_split: str = "val",
         det_file: str | None = None,
         det_score_thr: float = 0.0,
-        skip_bad: bool = False,
-        synth_if_missing: bool = False,
-        synth_num_train: int = 64,
-        synth_num_val: int = 16,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
             input_size=input_size,
+            batch_size=batch_size,
             heatmap_stride=heatmap_stride,
             sigma=sigma,
-            augment=augment,
-            flip=flip,
             scale_factor=scale_factor,
             rotation=rotation,
-            train_split=train_split,
-            val_split=val_split,
-            skip_bad=skip_bad,
-            synth_if_missing=synth_if_missing,
-            synth_num_train=synth_num_train,
-            synth_num_val=synth_num_val,
+            **kwargs,
         )
         self.det_file = Path(det_file) if det_file else None
         self.det_score_thr = det_score_thr

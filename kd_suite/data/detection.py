@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from .batch import DetectionBatch
+from .batch import DetectionBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
 from .errors import BadSamples
 from .transforms import clip_boxes, hsv_jitter, keep_boxes, letterbox, place
@@ -138,7 +138,11 @@ def collate_detection(items: list[dict[str, Any]]) -> DetectionBatch:
         n = len(item["labels"])
         boxes[k, :n], labels[k, :n] = item["boxes"], item["labels"]
     return DetectionBatch(
-        image=torch.stack([i["image"] for i in items]), boxes=boxes, labels=labels, meta=[i["meta"] for i in items]
+        image=torch.stack([i["image"] for i in items]),
+        boxes=boxes,
+        labels=labels,
+        meta=[i["meta"] for i in items],
+        sample_id=sample_id_tensor([i["meta"] for i in items]),
     )
 
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .batch import ParsingBatch
+from .batch import ParsingBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, read_label, to_tensor
 from .errors import BadSamples, DatasetError, missing
 from .schema import IGNORE_INDEX, LIP_CLASSES, LIP_FLIP_PAIRS
@@ -155,6 +155,7 @@ def collate_parsing(items: list[tuple[torch.Tensor, torch.Tensor, dict]]) -> Par
         image=torch.stack([i for i, _, _ in items]),  # (B, 3, H, W)
         mask=torch.stack([m for _, m, _ in items]),  # (B, H, W) int64
         meta=[d for _, _, d in items],
+        sample_id=sample_id_tensor([d for _, _, d in items]),
     )
 
 
@@ -163,22 +164,11 @@ class LIPDataModule(BaseDataModule):
 
     Args:
         root: the LIP folder (official or SCHP layout).
-        batch_size: samples per batch.
-        num_workers: loader processes.
-        pin_memory: pin host memory for faster GPU copies.
-        persistent_workers: keep loader processes between epochs.
         input_size: network input (h, w); 473×473 is the usual LIP setting.
-        augment: random scale/rotation/colour on the train split (off = plain resize).
-        flip: random horizontal flip with left/right class swap on the train split.
         scale_factor: random scale range ``1 ± scale_factor``.
         rotation: random rotation range in degrees.
         color_jitter: random brightness/contrast/saturation/hue.
-        train_split: split used for training.
-        val_split: split used for validation and test.
-        skip_bad: skip missing/corrupt/invalid samples with a counted warning instead of raising.
-        synth_if_missing: write a small synthetic LIP set into ``root`` when it does not exist.
-        synth_num_train: synthetic train scenes (each gives one crop per well visible person).
-        synth_num_val: synthetic val scenes.
+        **kwargs: :class:`~kd_suite.data.common.BaseDataModule` arguments (batch_size, num_workers, ...).
     """
 
     synth_format = "lip"
@@ -191,39 +181,13 @@ class LIPDataModule(BaseDataModule):
     def __init__(
         self,
         root: str = "data/LIP",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         input_size: tuple[int, int] = (256, 256),
-        augment: bool = True,
-        flip: bool = True,
         scale_factor: float = 0.25,
         rotation: float = 30.0,
         color_jitter: bool = True,
-        train_split: str = "train",
-        val_split: str = "val",
-        skip_bad: bool = False,
-        synth_if_missing: bool = False,
-        synth_num_train: int = 64,
-        synth_num_val: int = 16,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            input_size=input_size,
-            augment=augment,
-            flip=flip,
-            train_split=train_split,
-            val_split=val_split,
-            skip_bad=skip_bad,
-            synth_if_missing=synth_if_missing,
-            synth_num_train=synth_num_train,
-            synth_num_val=synth_num_val,
-        )
+        super().__init__(root=root, input_size=input_size, **kwargs)
         self.scale_factor, self.rotation, self.color_jitter = scale_factor, rotation, color_jitter
 
     def dataset(self, split: str, train: bool) -> LIPDataset:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,23 +150,14 @@ class MPIIDataModule(PoseDataModule):
 
     Args:
         root: the MPII folder (HRNet or mmpose layout).
-        batch_size: crops per batch.
-        num_workers: loader processes.
-        pin_memory: pin host memory.
-        persistent_workers: keep loader processes between epochs.
         input_size: crop (h, w).
+        batch_size: crops per batch.
         heatmap_stride: input pixels per heatmap pixel.
         sigma: heatmap Gaussian std (heatmap pixels).
-        augment: random scale and rotation when training.
-        flip: random horizontal flip (joint pairs swapped) when training.
         scale_factor: scale jitter std / bound.
         rotation: rotation std in degrees (bounded at twice this).
-        train_split: split json for training (``train`` or ``trainval``).
         val_split: split json for validation (``valid``; ``val`` works too).
-        skip_bad: skip invalid instances with a counted warning instead of raising.
-        synth_if_missing: write a small synthetic MPII set into ``root`` when it does not exist.
-        synth_num_train: synthetic train scenes.
-        synth_num_val: synthetic val scenes.
+        **kwargs: :class:`~kd_suite.data.common.BaseDataModule` arguments (num_workers, train_split, ...).
     """
 
     synth_format = "mpii"
@@ -175,43 +167,25 @@ class MPIIDataModule(PoseDataModule):
     def __init__(
         self,
         root: str = "data/mpii",
-        batch_size: int = 32,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         input_size: tuple[int, int] = (256, 256),
+        batch_size: int = 32,
         heatmap_stride: int = 4,
         sigma: float = 2.0,
-        augment: bool = True,
-        flip: bool = True,
         scale_factor: float = 0.25,
         rotation: float = 30.0,
-        train_split: str = "train",
         val_split: str = "valid",
-        skip_bad: bool = False,
-        synth_if_missing: bool = False,
-        synth_num_train: int = 64,
-        synth_num_val: int = 16,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
             input_size=input_size,
+            batch_size=batch_size,
             heatmap_stride=heatmap_stride,
             sigma=sigma,
-            augment=augment,
-            flip=flip,
             scale_factor=scale_factor,
             rotation=rotation,
-            train_split=train_split,
             val_split=val_split,
-            skip_bad=skip_bad,
-            synth_if_missing=synth_if_missing,
-            synth_num_train=synth_num_train,
-            synth_num_val=synth_num_val,
+            **kwargs,
         )
 
     @property

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .batch import PoseBatch
+from .batch import PoseBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
 from .errors import BadSamples
 from .transforms import affine_matrix, flip_joints, gaussian_heatmaps, invert_affine, warp_points
@@ -143,6 +143,7 @@ def collate_pose(items: list[dict[str, Any]]) -> PoseBatch:
         heatmaps=torch.stack([i["heatmaps"] for i in items]),  # (B, K, H/s, W/s)
         inv_affine=torch.stack([i["inv_affine"] for i in items]),  # (B, 2, 3)
         meta=[i["meta"] for i in items],
+        sample_id=sample_id_tensor([i["meta"] for i in items]),
     )
 
 

@@ -118,6 +118,9 @@ def voc_records(
 class VOCDataModule(DetectionDataModule):
     """VOC-layout detection as :class:`DetectionBatch` es (meta: ``image_id``, ``orig_size``, ``scale``, ``pad``).
 
+    ``synth_if_missing`` writes a synthetic VOC2007 set, which needs ``standing``/``fallen`` or ``person`` among
+    ``class_names``.
+
     Args:
         root: the VOCdevkit folder.
         class_names: classes in index order (VOC's 20 by default; e.g. ``[standing, fallen]`` for fall detection).
@@ -125,21 +128,11 @@ class VOCDataModule(DetectionDataModule):
         train_split: ImageSets list for training.
         val_year: year of the validation list.
         val_split: ImageSets list for validation (``test`` for VOC2007 mAP).
-        batch_size: images per batch.
-        num_workers: loader processes.
-        pin_memory: pin host memory.
-        persistent_workers: keep loader processes between epochs.
         input_size: letterbox size (h, w).
-        augment: random resize/placement and HSV jitter when training.
-        flip: random horizontal flip when training.
         mosaic: 4-image mosaic when training.
         scale_range: random resize range relative to the letterbox size.
         keep_difficult: train on ``difficult`` objects too (YOLOX does).
-        skip_bad: skip invalid annotations/images with a counted warning instead of raising.
-        synth_if_missing: write a small synthetic VOC2007 set into ``root`` when it does not exist (needs
-            ``standing``/``fallen`` or ``person`` among the classes).
-        synth_num_train: synthetic trainval scenes.
-        synth_num_val: synthetic test scenes.
+        **kwargs: :class:`~kd_suite.data.common.BaseDataModule` arguments (batch_size, num_workers, ...).
     """
 
     synth_format = "voc"
@@ -152,38 +145,20 @@ class VOCDataModule(DetectionDataModule):
         train_split: str = "trainval",
         val_year: int | str = 2007,
         val_split: str = "test",
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
         input_size: tuple[int, int] = (640, 640),
-        augment: bool = True,
-        flip: bool = True,
         mosaic: bool = False,
         scale_range: tuple[float, float] = (0.5, 1.5),
         keep_difficult: bool = True,
-        skip_bad: bool = False,
-        synth_if_missing: bool = False,
-        synth_num_train: int = 64,
-        synth_num_val: int = 16,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
             input_size=input_size,
-            augment=augment,
-            flip=flip,
-            mosaic=mosaic,
-            scale_range=scale_range,
             train_split=train_split,
             val_split=val_split,
-            skip_bad=skip_bad,
-            synth_if_missing=synth_if_missing,
-            synth_num_train=synth_num_train,
-            synth_num_val=synth_num_val,
+            mosaic=mosaic,
+            scale_range=scale_range,
+            **kwargs,
         )
         if len(set(class_names)) != len(class_names) or not class_names:
             raise ValueError(f"class_names must be a non-empty list of distinct names, got {class_names}")

@@ -58,6 +58,7 @@ class ImageRecord:
     gt_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     gt_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     gt_difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    index: int = -1  # dataset order (sample id); orders records gathered from several processes, -1 if unknown
 
 
 # --------------------------------------------------------------------------------------------------------------- VOC
@@ -229,11 +230,15 @@ class DetectionEvaluator:
         self.records[record.key] = record
 
     def gathered(self) -> list[ImageRecord]:
+        """Every rank's records, one per key, in dataset order when known (equal-score ties then rank the same)."""
+        records = list(self.records.values())
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, list(self.records.values()))
-            return list({r.key: r for part in parts for r in part}.values())
-        return list(self.records.values())
+            dist.all_gather_object(parts, records)
+            records = list({r.key: r for part in parts for r in part}.values())
+        if all(r.index >= 0 for r in records):
+            records.sort(key=lambda r: r.index)
+        return records
 
     def compute(self, curves: bool = False) -> dict[str, Any]:
         records = self.gathered()

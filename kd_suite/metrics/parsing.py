@@ -24,9 +24,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 from tqdm import tqdm
 
 from ..data.schema import LIP_CLASSES
+from ..evaluation import TaskMetric, first_occurrences, sample_ids
 
 __all__ = [
     "LIP_CLASSES",
@@ -138,6 +140,55 @@ def summary(metric: ParsingMetric, num_images: int | None = None) -> dict[str, A
     if num_images is not None:
         out["num_images"] = num_images
     return out
+
+
+class ParsingScores(TaskMetric):
+    """Validation metric of :class:`~kd_suite.tasks.parsing.ParsingDistiller`: one confusion matrix per image.
+
+    ``update(labels, batch)`` takes the predicted (H, W) class ids of each image at its original size and compares them
+    with ``batch.meta[i]["orig_mask"]``. Matrices are kept per image with ``batch.sample_id`` so that :meth:`compute`
+    sums each image once even when DDP's sampler repeated it; the result is :func:`summary`'s dict.
+    """
+
+    headline = "mIoU"
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self.names = ParsingMetric(num_classes, ignore_index, class_names).class_names  # validates the names
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.add_state("confmats", default=[], dist_reduce_fx="cat")
+        self.add_state("ids", default=[], dist_reduce_fx="cat")
+
+    def update(self, labels: list[Tensor], batch: Any) -> None:
+        targets = orig_masks(batch)
+        for pred, gt in zip(labels, targets):
+            cm = confusion_matrix(pred, gt.to(pred.device), self.num_classes, self.ignore_index)  # (K, K)
+            self.confmats.append(cm[None])
+        self.ids.append(sample_ids(batch).to(self.device))
+
+    def compute(self) -> dict[str, Any]:
+        confmats, ids = dim_zero_cat(self.confmats), dim_zero_cat(self.ids)  # (N, K, K), (N,)
+        keep = first_occurrences(ids).to(confmats.device)
+        scores = scores_from_confmat(confmats[keep].sum(0))
+        out: dict[str, Any] = {k: float(scores[k]) for k in ("mIoU", "pixel_acc", "mean_acc")}
+        out["per_class_iou"] = dict(zip(self.names, scores["per_class_iou"].tolist()))
+        out["num_images"] = len(keep)
+        return out
+
+    def scalars(self, results: dict[str, Any]) -> dict[str, float]:
+        main = {k: results[k] for k in ("mIoU", "pixel_acc", "mean_acc")}
+        return main | {f"iou/{name}": v for name, v in results["per_class_iou"].items()}
+
+
+def orig_masks(batch: Any) -> list[Tensor]:
+    """The original-resolution GT masks of a validation batch (``meta[i]["orig_mask"]``)."""
+    if not batch.meta or any("orig_mask" not in m for m in batch.meta):
+        raise KeyError(
+            "ParsingDistiller evaluates at the original resolution: every validation sample needs "
+            "meta['orig_mask'] (H, W) uint8 and meta['orig_size'] (H, W); the DataModule's val/test set must "
+            "provide them"
+        )
+    return [torch.as_tensor(np.asarray(m["orig_mask"])) for m in batch.meta]
 
 
 def find_gt_dir(gt: Path, split: str = "val") -> Path:

@@ -32,7 +32,7 @@ def _loader(datamodule: Any, split: str, train_style: bool) -> DataLoader:
 
 def mean_pose_pckh(datamodule: Any) -> float:
     """PCKh@0.5 (percent) of the train split's mean pose on the validation split of a top-down pose DataModule."""
-    from ..tasks.pose.module import apply_affine, to_original
+    from ..tasks.pose.scores import apply_affine, to_original
 
     h, w = datamodule.input_size
     total, count = 0.0, 0.0

@@ -116,6 +116,17 @@ def _ordered_children(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return None
 
 
+def _last_conv(module: nn.Module | None) -> nn.Module | None:
+    """The module whose output ``module``'s output is: itself, or the last child of a Sequential (recursively).
+
+    A BatchNorm that follows a Sequential ending in a convolution (timm's deep stems: ``conv1`` = conv-bn-act-conv-
+    bn-act-conv, then ``bn1``) folds into that last convolution.
+    """
+    while isinstance(module, nn.Sequential) and len(module):
+        module = module[-1]
+    return module
+
+
 def fold_batchnorm(model: nn.Module) -> FoldReport:
     """Fold every known conv → BatchNorm pair of an eval-mode ``model`` in place; BatchNorms become ``Identity``.
 
@@ -130,23 +141,15 @@ def fold_batchnorm(model: nn.Module) -> FoldReport:
     used: set[int] = set()  # convs and BatchNorms already folded (each takes part in one pair at most)
     report = FoldReport()
     for parent in list(model.modules()):
-        pairs: list[tuple[str, str]] = []
+        pairs: list[tuple[nn.Module | None, str]] = []  # (conv, name of the BatchNorm child of parent)
         children = _ordered_children(parent)
         if children is not None:
             returned = getattr(parent, "return_layers", {})
-            pairs += [
-                (a, b)
-                for (a, conv), (b, bn) in zip(children, children[1:])
-                if _foldable(conv, bn) and a not in returned
-            ]
-        pairs += [
-            (a, b)
-            for a, b in known_pairs().get(type(parent), ())
-            if _foldable(getattr(parent, a, None), getattr(parent, b, None))
-        ]
-        for conv_name, bn_name in pairs:
-            conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-            if id(bn) in used or id(conv) in used:
+            pairs += [(_last_conv(prev), b) for (a, prev), (b, _) in zip(children, children[1:]) if a not in returned]
+        pairs += [(getattr(parent, a, None), b) for a, b in known_pairs().get(type(parent), ())]
+        for conv, bn_name in pairs:
+            bn = getattr(parent, bn_name, None)
+            if not _foldable(conv, bn) or id(bn) in used or id(conv) in used:
                 continue
             fold_conv_bn(conv, bn)
             used |= {id(conv), id(bn)}

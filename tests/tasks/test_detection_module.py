@@ -15,10 +15,10 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from kd_suite.data.voc import VOCDataModule, read_voc_annotation
-from kd_suite.metrics.detection import DetectionEvaluator, ImageRecord, evaluate_voc_files, voc_evaluate
+from kd_suite.metrics.detection import ImageRecord, evaluate_voc_files, voc_evaluate
 from kd_suite.tasks.detection import YOLOX, DetectionDistiller
 from kd_suite.tasks.detection.decode import postprocess
-from kd_suite.tasks.detection.module import _add_records
+from kd_suite.tasks.detection.scores import DetectionScores
 
 CLASSES = ["standing", "fallen"]
 
@@ -97,7 +97,7 @@ def test_validation_matches_an_independent_evaluation_and_the_results_file(voc_r
     assert expected["mAP50"] > 0  # random weights and a low threshold still hit a few people
     assert result["val/mAP50"] == pytest.approx(expected["mAP50"], abs=1e-6)
     assert result["val/mAP50_allpoint"] == pytest.approx(expected["mAP50_allpoint"], abs=1e-6)
-    assert module.val_scores["per_class"]["standing"]["num_gt"] == expected["per_class"]["standing"]["num_gt"]
+    assert module.results["student"]["per_class"]["standing"]["num_gt"] == expected["per_class"]["standing"]["num_gt"]
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps(results))
     files = evaluate_voc_files(voc_root, pred, split="test", class_names=CLASSES)
@@ -107,10 +107,11 @@ def test_validation_matches_an_independent_evaluation_and_the_results_file(voc_r
 def test_gt_of_the_records_is_the_annotation_in_original_pixels(voc_root):
     dm = datamodule(voc_root)
     dm.setup("validate")
-    evaluator = DetectionEvaluator("voc", CLASSES)
+    scores = DetectionScores("voc", tuple(CLASSES))
     for batch in dm.val_dataloader():
         empty = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
-        _add_records(evaluator, empty * len(batch.meta), batch)
+        scores.update(empty * len(batch.meta), batch)
+    evaluator = scores.evaluator
     assert sorted(evaluator.records) == sorted(dm.val_ids)
     for key, rec in evaluator.records.items():
         ann = read_voc_annotation(voc_root / "VOC2007" / "Annotations" / f"{key}.xml", CLASSES)
@@ -160,23 +161,16 @@ class FakeRun:
         self.logged.append(data)
 
 
-def test_wandb_overlays_show_gt_student_and_teacher_boxes(voc_root, tmp_path):
+def test_wandb_pictures_show_gt_teacher_and_student_boxes(voc_root, tmp_path):
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     logger._experiment = FakeRun()  # no wandb run: record what would be sent
     module = DetectionDistiller(model(), teacher=model(1, 0.25), score_thresh=0.001, log_images=2)
     trainer(logger=logger).validate(module, datamodule(voc_root), verbose=False)
-    sent = [d["val/boxes"] for d in logger._experiment.logged if "val/boxes" in d]
+    sent = [d["val/predictions"] for d in logger._experiment.logged if "val/predictions" in d]
     assert len(sent) == 1 and len(sent[0]) == 2  # first batch only, log_images images
-    boxes = sent[0][0]._boxes
-    assert set(boxes) == {"ground_truth", "student", "teacher"}
-    gt = boxes["ground_truth"]
-    assert gt._class_labels == {0: "standing", 1: "fallen"} and gt._val
-    first = gt._val[0]
-    assert first["domain"] == "pixel" and 0 <= first["position"]["minX"] < first["position"]["maxX"] <= 128
-    assert first["box_caption"] in CLASSES and "scores" not in first
-    assert all("scores" in b for b in boxes["student"]._val + boxes["teacher"]._val)
-    module_plain = DetectionDistiller(model(), log_images=2)  # no W&B logger: nothing is sent, nothing breaks
-    trainer().validate(module_plain, datamodule(voc_root), verbose=False)
+    assert sent[0][0]._caption == "epoch 0: ground truth | teacher | student"
+    width, height = sent[0][0].image.size
+    assert width == 3 * height  # three square letterboxed renderings side by side
 
 
 def test_clear_errors(voc_root):

@@ -133,7 +133,7 @@ def test_validation_follows_the_lip_protocol(flip):
     assert result["val/pixel_acc"] == pytest.approx(want["pixel_acc"], abs=1e-6)
     assert result["val/mean_acc"] == pytest.approx(want["mean_acc"], abs=1e-6)
     assert result["val/iou/Right-shoe"] == pytest.approx(want["iou"][19], abs=1e-6)
-    assert module.val_scores["per_class_iou"]["Hat"] == pytest.approx(want["iou"][1], abs=1e-9)
+    assert module.results["student"]["per_class_iou"]["Hat"] == pytest.approx(want["iou"][1], abs=1e-9)
 
 
 def test_teacher_miou_is_logged_once_and_correct():
@@ -168,17 +168,15 @@ class FakeRun:
         self.logged.append(data)
 
 
-def test_wandb_examples_show_gt_student_and_teacher_masks(tmp_path):
+def test_wandb_pictures_show_gt_teacher_and_student_side_by_side(tmp_path):
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     logger._experiment = FakeRun()  # no wandb run: record what would be sent
     module = ParsingDistiller(student(), teacher=teacher(), log_images=2)
     trainer(logger=logger).validate(module, loader(), verbose=False)
-    examples = [d["val/examples"] for d in logger._experiment.logged if "val/examples" in d]
-    assert len(examples) == 1 and len(examples[0]) == 2  # once per validation epoch, first batch only
-    masks = examples[0][0]._masks
-    assert set(masks) == {"ground_truth", "student", "teacher"}
-    assert masks["student"]._val["class_labels"][14] == "Left-arm"
-    assert masks["ground_truth"]._val["mask_data"].shape == (SIZE, SIZE)
+    sent = [d["val/predictions"] for d in logger._experiment.logged if "val/predictions" in d]
+    assert len(sent) == 1 and len(sent[0]) == 2  # once per validation epoch, first batch only, log_images samples
+    assert sent[0][0]._caption == "epoch 0: ground truth | teacher | student"
+    assert sent[0][0].image.size == (3 * SIZE, SIZE)  # three renderings side by side
 
 
 def test_clear_errors():

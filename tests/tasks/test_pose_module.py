@@ -23,7 +23,7 @@ from kd_suite.metrics.pckh import evaluate_files
 from kd_suite.outputs import PoseOutput, TapInfo
 from kd_suite.tasks.pose import DenseGuidedHeatmapLoss, HeatmapNet, PoseDistiller, RegressionPoseNet
 from kd_suite.tasks.pose.flip import flip_test, unflip_coords
-from kd_suite.tasks.pose.module import PosePredictions
+from kd_suite.tasks.pose.scores import PosePredictions
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = sorted((REPO / "configs" / "pose").glob("synthetic_*.yaml"))
@@ -141,7 +141,7 @@ def test_crowdpose_oracle_scores_ap_one_after_back_projection(synth_root):
     trainer().validate(module, datamodule=dm, verbose=False)
     scores = trainer_metrics(module)
     assert scores["val/AP"] == pytest.approx(1.0) and scores["val/AR"] == pytest.approx(1.0)
-    pred, gt = module.last_predictions["pred"], module.last_predictions["gt"]
+    pred, gt = module.results["student"]["arrays"]["pred"], module.results["student"]["arrays"]["gt"]
     assert pred.shape[1:] == (14, 3) and np.abs(pred[..., :2] - gt).max() < 1e-2  # original-image pixels
 
 
@@ -154,7 +154,7 @@ def test_mpii_validation_pckh_equals_the_file_protocol(synth_root, tmp_path):
     module = PoseDistiller(Oracle(dm.val_dataloader(), 16, noise=0.04), metric="pckh")
     trainer().validate(module, datamodule=dm, verbose=False)
     logged = trainer_metrics(module)
-    state = module.last_predictions
+    state = module.results["student"]["arrays"]
     order = np.argsort(state["uid"])  # MPII: the row of the val json
     assert np.array_equal(state["uid"][order], np.arange(len(order)))  # every val instance predicted once
     (tmp_path / "pred.json").write_text(json.dumps(state["pred"][order, :, :2].tolist()))
@@ -212,9 +212,9 @@ def test_wandb_skeleton_overlays_gt_teacher_student(synth_root, tmp_path):
     teacher = HeatmapNet("test_resnet", num_joints=14, deconv_channels=8)
     module = PoseDistiller(Oracle(dm.val_dataloader(), 14), teacher=teacher, metric="none", log_images=2)
     trainer(logger=logger).validate(module, datamodule=dm, verbose=False)
-    panels = [d["val/skeletons"] for d in logger._experiment.logged if "val/skeletons" in d]
+    panels = [d["val/predictions"] for d in logger._experiment.logged if "val/predictions" in d]
     assert len(panels) == 1 and len(panels[0]) == 2  # first batch only, log_images crops
-    assert panels[0][0]._caption == "ground truth | teacher | student"
+    assert panels[0][0]._caption == "epoch 0: ground truth | teacher | student"
     picture = module.render(next(iter(dm.val_dataloader())), None, n=2)
     assert len(picture) == 2 and picture[0].shape == (64, 48, 3) and picture[0].dtype == np.uint8
 

@@ -15,7 +15,7 @@ from kd_suite.data.synth import synthesize
 from kd_suite.metrics.pckh import pckh_table
 from kd_suite.tasks.pose.codec import check_blur_kernel, dark_kernel
 from kd_suite.tasks.pose.heatmap_net import heatmaps_to_coords
-from kd_suite.tasks.pose.module import apply_affine, to_original
+from kd_suite.tasks.pose.scores import apply_affine, to_original
 
 REPO = Path(__file__).resolve().parents[2]
 POSE_CONFIGS = sorted((REPO / "configs" / "pose").glob("*.yaml")) + sorted((REPO / "configs" / "demo").glob("pose_*"))

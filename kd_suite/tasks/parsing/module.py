@@ -7,15 +7,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
 from ...data.batch import ParsingBatch
 from ...data.common import denormalize
 from ...distiller import Distiller
-from ...losses.base import DistillLoss
-from ...metrics.parsing import LIP_CLASSES, ParsingMetric, summary
+from ...metrics.parsing import LIP_CLASSES, ParsingScores
 from ...outputs import ParsingOutput
 from ...viz import overlay_mask
 from .flip import LIP_FLIP_PAIRS, flip_permutation, flip_test_logits
@@ -28,50 +25,35 @@ class ParsingDistiller(Distiller):
     pixels, logits bilinearly upsampled to the mask size (PSPNet/PP-LiteSeg deep supervision, weight 0.4 as in
     DIST_KD ``train_kd.py``). Distillation terms (DIST, GSKD, CWD, per-pixel KD...) come from ``losses`` by tap.
 
-    Validation/test: logits (optionally flip-tested) are upsampled to each image's ``meta["orig_size"]``, argmaxed and
-    compared with ``meta["orig_mask"]`` in one confusion matrix over the whole set (:mod:`kd_suite.metrics.parsing`).
-    Logs ``val/mIoU``, ``val/pixel_acc``, ``val/mean_acc``, ``val/iou/<class>`` and, once, ``val/teacher_mIoU``.
+    Validation/test (the shared protocol of :mod:`kd_suite.evaluation`): logits (optionally flip-tested) are upsampled
+    to each image's ``meta["orig_size"]``, argmaxed and compared with ``meta["orig_mask"]``; the per-image confusion
+    matrices are summed over the set, each image once (:class:`~kd_suite.metrics.parsing.ParsingScores`). Logs
+    ``val/mIoU``, ``val/pixel_acc``, ``val/mean_acc``, ``val/iou/<class>`` and, once, ``val/teacher_mIoU``.
 
     Args:
         student: the parser being trained (:class:`~kd_suite.tasks.parsing.ParsingNet`, ...).
-        teacher: frozen teacher parser(s) or ``None`` (trains the student alone, e.g. the teacher itself).
-        teacher_ckpt: teacher weights file(s).
-        losses: named distillation terms.
-        optimizer: optimizer factory.
-        scheduler: LR scheduler factory.
-        scheduler_interval: ``"epoch"`` or ``"step"``.
         num_classes: parsing classes (20 for LIP); must match the student's logits.
         ignore_index: mask value excluded from the loss and the metrics.
         aux_weight: weight of each auxiliary CE.
         flip_test: evaluate on the average of the image's and its mirror's logits (left/right channels swapped back).
         flip_pairs: class pairs swapped by the flip (LIP: 14↔15, 16↔17, 18↔19).
         class_names: names for per-class logs; defaults to the LIP classes when ``num_classes`` is 20.
-        log_images: number of validation images sent to W&B per epoch (first batch; only with a WandbLogger).
-
-    Attributes:
-        val_scores: JSON-able summary of the last validation/test epoch (``mIoU``, ``pixel_acc``, ``mean_acc``,
-            ``per_class_iou`` and, after the teacher's evaluation, ``teacher``).
-        teacher_evaluated: set once the teacher has been scored; reset it to score the teacher again.
+        **kwargs: :class:`~kd_suite.Distiller` arguments (``teacher``, ``teacher_ckpt``, ``losses``, ``optimizer``,
+            ``scheduler``, ``scheduler_interval``, ``teacher_fast_path``, ``log_images``).
     """
 
     def __init__(
         self,
         student: nn.Module,
-        teacher: nn.Module | list[nn.Module] | None = None,
-        teacher_ckpt: str | list[str] | None = None,
-        losses: dict[str, DistillLoss] | None = None,
-        optimizer: OptimizerCallable | None = None,
-        scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
         num_classes: int = 20,
         ignore_index: int = 255,
         aux_weight: float = 0.4,
         flip_test: bool = False,
         flip_pairs: tuple[tuple[int, int], ...] = LIP_FLIP_PAIRS,
         class_names: tuple[str, ...] | None = None,
-        log_images: int = 4,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, teacher_ckpt, losses, optimizer, scheduler, scheduler_interval)
+        super().__init__(student, **kwargs)
         for who, model in [("student", self.student), *[(f"teacher {i}", t) for i, t in enumerate(self.teachers)]]:
             taps = getattr(model, "tap_info", None)
             if not isinstance(taps, dict) or "logits" not in taps:
@@ -86,10 +68,6 @@ class ParsingDistiller(Distiller):
             class_names = LIP_CLASSES if num_classes == len(LIP_CLASSES) else tuple(map(str, range(num_classes)))
         self.num_classes, self.ignore_index, self.aux_weight = num_classes, ignore_index, aux_weight
         self.flip_test, self.flip_pairs, self.class_names = flip_test, tuple(map(tuple, flip_pairs)), tuple(class_names)
-        self.log_images = log_images
-        self.val_metric = ParsingMetric(num_classes, ignore_index, self.class_names)
-        self.teacher_metric = ParsingMetric(num_classes, ignore_index, self.class_names)
-        self.val_scores: dict[str, Any] = {}  # summary of the last validation/test epoch (JSON-able)
 
     # ------------------------------------------------------------------ training
     def task_loss(self, output: ParsingOutput, batch: ParsingBatch) -> dict[str, Tensor]:
@@ -125,37 +103,14 @@ class ParsingDistiller(Distiller):
         ids = [m.get("id", f"{batch_idx}_{i}") for i, m in enumerate(batch.meta or [{}] * len(labels))]
         return [{"id": str(k), "label": lab.to(torch.uint8).cpu().numpy()} for k, lab in zip(ids, labels)]
 
-    # ------------------------------------------------------------------ evaluation
-    def eval_step(self, batch: ParsingBatch, batch_idx: int) -> None:
-        targets = _orig_masks(batch)
-        logits = self.predict_logits(batch.image)  # (B, K, h, w)
-        student = self.labels_at_original_size(logits, batch)
-        for pred, gt in zip(student, targets):
-            self.val_metric.update(pred, gt)
-        t_logits = None
-        if self.teacher_due():
-            t_logits = self.predict_logits(batch.image, self.teachers[0])
-            for pred, gt in zip(self.labels_at_original_size(t_logits, batch), targets):
-                self.teacher_metric.update(pred, gt)
-        if batch_idx == 0 and self.log_images > 0 and isinstance(self.logger, WandbLogger):
-            if t_logits is None and self.teachers:
-                t_logits = self.predict_logits(batch.image, self.teachers[0])
-            self._log_examples(batch, logits, t_logits)
+    # ------------------------------------------------------------------ evaluation (protocol: kd_suite.evaluation)
+    def decode(self, model: nn.Module, batch: ParsingBatch, output: ParsingOutput) -> list[Tensor]:
+        """Per image (H, W) class ids at the original size, from flip-tested logits when ``flip_test``."""
+        logits = self.predict_logits(batch.image, model) if self.flip_test else output.logits
+        return self.labels_at_original_size(logits, batch)
 
-    def eval_epoch_end(self, stage: str) -> None:
-        scores = summary(self.val_metric)
-        self.val_metric.reset()
-        self.val_scores = scores
-        for key in ("mIoU", "pixel_acc", "mean_acc"):
-            self.log(f"{stage}/{key}", scores[key], prog_bar=key == "mIoU", sync_dist=False)
-        for name, value in scores["per_class_iou"].items():
-            self.log(f"{stage}/iou/{name}", value, sync_dist=False)
-        if self.teacher_due():
-            teacher = summary(self.teacher_metric)
-            self.teacher_metric.reset()
-            self.log(f"{stage}/teacher_mIoU", teacher["mIoU"], sync_dist=False)
-            self.val_scores["teacher"] = teacher
-            self.teacher_evaluated = True
+    def build_metric(self) -> ParsingScores:
+        return ParsingScores(self.num_classes, self.ignore_index, self.class_names)
 
     # ------------------------------------------------------------------ pictures
     @torch.no_grad()
@@ -165,36 +120,6 @@ class ParsingDistiller(Distiller):
         masks = batch.mask[:n] if output is None else _argmax_at(output.logits[:n], batch.image.shape[-2:])
         masks = masks.cpu().numpy().astype(np.uint8)
         return [overlay_mask(denormalize(batch.image[i]), masks[i]) for i in range(n)]
-
-    def _log_examples(self, batch: ParsingBatch, logits: Tensor, t_logits: Tensor | None) -> None:
-        """Log the first ``log_images`` images with GT, student (and teacher) masks at input resolution."""
-        import wandb
-
-        n = min(self.log_images, batch.image.shape[0])
-        student = _argmax_at(logits[:n], batch.image.shape[-2:])  # (n, H, W)
-        teacher = None if t_logits is None else _argmax_at(t_logits[:n], batch.image.shape[-2:])
-        labels = dict(enumerate(self.class_names)) | {self.ignore_index: "ignore"}
-        images = []
-        for i in range(n):
-            masks = {"ground_truth": batch.mask[i], "student": student[i]}
-            if teacher is not None:
-                masks["teacher"] = teacher[i]
-            panel = {
-                k: {"mask_data": v.cpu().numpy().astype(np.uint8), "class_labels": labels} for k, v in masks.items()
-            }
-            images.append(wandb.Image(denormalize(batch.image[i]), masks=panel))
-        self.logger.experiment.log({"val/examples": images, "trainer/global_step": self.global_step})
-
-
-def _orig_masks(batch: ParsingBatch) -> list[Tensor]:
-    """The original-resolution GT masks of a validation batch (``meta[i]["orig_mask"]``)."""
-    if not batch.meta or any("orig_mask" not in m for m in batch.meta):
-        raise KeyError(
-            "ParsingDistiller evaluates at the original resolution: every validation sample needs "
-            "meta['orig_mask'] (H, W) uint8 and meta['orig_size'] (H, W); the DataModule's val/test set must "
-            "provide them"
-        )
-    return [torch.as_tensor(np.asarray(m["orig_mask"])) for m in batch.meta]
 
 
 def _argmax_at(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
