@@ -86,3 +86,19 @@ def test_every_shipped_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", str(config), "--print_config"])
     assert exc.value.code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["configs/demo/parsing_dist.yaml", "configs/demo/pose_distilpose.yaml", "configs/demo/detection_fsd.yaml"],
+)
+def test_task_modules_expose_and_check_the_distiller_arguments(capsys, config):
+    """Task modules pass the Distiller's arguments through **kwargs: still shown, defaulted and checked."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / config), "--print_config"])
+    args = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    for key in ("teacher", "teacher_ckpt", "losses", "optimizer", "scheduler", "teacher_fast_path", "log_images"):
+        assert key in args, key
+    assert args["teacher_fast_path"] is True and args["log_images"] == 4
+    assert main(["fit", "--config", str(REPO / config), "--model.init_args.teacher_fast_pth=false"]) == 2
+    assert "did you mean 'teacher_fast_path'?" in capsys.readouterr().err
