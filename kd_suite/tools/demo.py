@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--tasks",
         default=",".join(EXPERIMENTS),
-        help=f"comma-separated subset of {list(EXPERIMENTS)} (default: all three, 10-12 min on 2 CPU cores)",
+        help=f"comma-separated subset of {list(EXPERIMENTS)} (default: all three, about 13 min on 2 CPU cores)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the baseline and KD runs")
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs of every run")
