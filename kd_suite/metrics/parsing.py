@@ -135,8 +135,12 @@ class ParsingMetric(Metric):
 def summary(metric: ParsingMetric, num_images: int | None = None) -> dict[str, Any]:
     """JSON-able scores of a metric: mIoU, pixel_acc, mean_acc, per_class_iou {name: IoU} (+ num_images)."""
     scores = metric.compute()  # synchronised across processes; cached until the next update
+    return _json_scores(scores, metric.class_names, num_images)
+
+
+def _json_scores(scores: dict[str, Tensor], names: tuple[str, ...], num_images: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {k: float(scores[k]) for k in ("mIoU", "pixel_acc", "mean_acc")}
-    out["per_class_iou"] = dict(zip(metric.class_names, scores["per_class_iou"].tolist()))
+    out["per_class_iou"] = dict(zip(names, scores["per_class_iou"].tolist()))
     if num_images is not None:
         out["num_images"] = num_images
     return out
@@ -169,11 +173,7 @@ class ParsingScores(TaskMetric):
     def compute(self) -> dict[str, Any]:
         confmats, ids = dim_zero_cat(self.confmats), dim_zero_cat(self.ids)  # (N, K, K), (N,)
         keep = first_occurrences(ids).to(confmats.device)
-        scores = scores_from_confmat(confmats[keep].sum(0))
-        out: dict[str, Any] = {k: float(scores[k]) for k in ("mIoU", "pixel_acc", "mean_acc")}
-        out["per_class_iou"] = dict(zip(self.names, scores["per_class_iou"].tolist()))
-        out["num_images"] = len(keep)
-        return out
+        return _json_scores(scores_from_confmat(confmats[keep].sum(0)), self.names, len(keep))
 
     def scalars(self, results: dict[str, Any]) -> dict[str, float]:
         main = {k: results[k] for k in ("mIoU", "pixel_acc", "mean_acc")}
