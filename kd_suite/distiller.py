@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from .data.batch import move_batch
 from .evaluation import EvaluationProtocol
 from .fast_teacher import TeacherFastPath
 from .losses.base import DistillLoss
@@ -206,6 +208,12 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         self.log_dict(logs, batch_size=bs, sync_dist=False)
         self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
         return total
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Typed batches move their tensor fields only (:func:`~kd_suite.data.batch.move_batch`)."""
+        if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+            return move_batch(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def setup(self, stage: str) -> None:
         """Metrics are rebuilt at the next evaluation from the (now set-up) DataModule's facts."""

@@ -8,11 +8,15 @@ from kd_suite.cli import main
 from kd_suite.tools.report import format_table, gap_closed
 
 
+def _demo(out, data, *extra):
+    args = ["demo", "--tasks", "parsing", "--epochs", "1", "--scenes", "6", "3", "--out", str(out), "--data", str(data)]
+    return main([*args, *extra])
+
+
 def test_demo_parsing_end_to_end(tmp_path, capsys):
+    """In this process (``--parallel 0``): data, the four runs, report rows and picture; then the same on 2 workers."""
     out, data = tmp_path / "demo", tmp_path / "synthetic"
-    code = main(
-        ["demo", "--tasks", "parsing", "--epochs", "1", "--scenes", "6", "3", "--out", str(out), "--data", str(data)]
-    )
+    code = _demo(out, data, "--parallel", "0")
     assert code == 0
     assert (data / "LIP" / "TrainVal_images" / "train_id.txt").is_file(), "synthetic LIP generated"
     assert not (data / "mpii").exists(), "only the formats of the chosen tasks are generated"
@@ -31,6 +35,14 @@ def test_demo_parsing_end_to_end(tmp_path, capsys):
     assert (out / "parsing_predictions.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "| parsing | baseline | mIoU |" in printed and (out / "report.md").read_text().strip() in printed
+
+    # two spawned workers pulling runs from one queue (KD runs after their teacher) give the in-process results
+    assert _demo(tmp_path / "pool", data, "--parallel", "2") == 0
+    pool = json.loads((tmp_path / "pool" / "report.json").read_text())
+    assert [(r["run"], r["mean"]) for r in pool] == [(r["run"], r["mean"]) for r in rows]
+    logs = {p.relative_to(tmp_path / "pool" / "parsing").parts[0] for p in tmp_path.glob("pool/parsing/**/fit.log")}
+    assert logs == {"teacher", "baseline", "dist", "dist_gskd"}, "one log per run"
+    assert "Epoch 0" in (tmp_path / "pool/parsing/dist/seed0/fit.log").read_text(), "a run's output is in its log"
 
 
 def test_format_table_gap_closed():

@@ -1,7 +1,8 @@
 """Typed batches shared by DataModules, task modules and GT-aware distillation losses.
 
-Lightning moves dataclass batches to the device field by field, so every tensor field lands on the right device and
-non-tensor metadata stays on the host.
+:func:`move_batch` moves a batch to the device field by field: every tensor field lands on the device and the
+per-sample metadata stays on the host untouched (Lightning's generic move walks every dict and array in ``meta``,
+which costs more than the step's data loading on a CPU run).
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import torch
 from torch import Tensor
 
 _B = TypeVar("_B")
+
+
+def move_batch(batch: _B, device: torch.device) -> _B:
+    """Copy of dataclass ``batch`` with its tensor fields on ``device`` (``meta`` and other fields as they are)."""
+    moved = {
+        f.name: value.to(device, non_blocking=True)
+        for f in dataclasses.fields(batch)
+        if isinstance(value := getattr(batch, f.name), Tensor) and value.device != device
+    }
+    return dataclasses.replace(batch, **moved) if moved else batch
 
 
 def _pin(batch: _B) -> _B:

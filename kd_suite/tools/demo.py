@@ -8,20 +8,28 @@ GFLOPs and CPU latency, plus a picture of teacher / baseline / KD predictions.
 
 Every task also gets a *trivial* row (:mod:`kd_suite.metrics.trivial`: the mean pose, the per-pixel majority class,
 no boxes) and the report flags any model that does not beat it, and any student that beats its teacher.
+
+Every run is one job of :func:`~kd_suite.tools.schedule.run_jobs` (``--parallel`` worker processes, a KD run after
+its teacher, each run's output in ``OUT/<task>/<run>/seed<N>/fit.log``); each task's summary (report rows, picture)
+is a job after all of its runs, built from the saved checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 from ..metrics.trivial import trivial_score
 from .report import format_table, summarise
+from .schedule import Job, run_jobs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -44,6 +52,7 @@ class Experiment:
     overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to every run of the task in the demo
     teacher_overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to the teacher run only
     scale: float = 100.0  # factor to percent (PCKh is logged in percent already)
+    expected_s: dict[str, float] = field(default_factory=dict)  # seconds per run by role (2 cores): the job order
 
     def config(self, name: str) -> Path:
         return CONFIGS / "demo" / name
@@ -62,6 +71,7 @@ EXPERIMENTS = {
         metric="val/mIoU",
         data_format="lip",
         extra_metrics=("val/pixel_acc",),
+        expected_s={"teacher": 150, "baseline": 48, "DIST": 60, "DIST+GSKD": 60},
     ),
     "pose": Experiment(
         task="pose",
@@ -75,6 +85,13 @@ EXPERIMENTS = {
         data_format="mpii",
         extra_metrics=("val/PCKh@0.1",),
         scale=1.0,
+        expected_s={
+            "teacher": 180,
+            "baseline (regression)": 100,
+            "baseline (heatmap)": 45,
+            "DistilPose+L_A": 240,
+            "DSKD": 95,
+        },
     ),
     "detection": Experiment(
         task="detection",
@@ -83,23 +100,28 @@ EXPERIMENTS = {
         kd={"FSD": ("detection_fsd.yaml", "baseline")},
         metric="val/mAP50",
         data_format="voc",
+        expected_s={"teacher": 160, "baseline": 75, "FSD": 115},
     ),
 }
 
 
-def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bool) -> tuple[dict, object]:
-    """Train one config in-process; return its final validation metrics and the trained module."""
+def fit_run(config: str, run_dir: str, seed: int, overrides: list[str], wandb_name: str | None) -> dict[str, float]:
+    """Train one config (a job of :func:`~kd_suite.tools.schedule.run_jobs`); save ``run_dir/final.ckpt``.
+
+    Logs to W&B under ``wandb_name`` unless it is ``None``. Returns the final validation metrics.
+    """
     from ..cli import KDCLI
 
+    run_dir = Path(run_dir)
     logger = (
-        [f"--trainer.logger.save_dir={run_dir.parent}", f"--trainer.logger.name={run_dir.name}-seed{seed}"]
-        if wandb
+        [f"--trainer.logger.save_dir={run_dir}", f"--trainer.logger.name={wandb_name}"]
+        if wandb_name
         else ["--trainer.logger=false"]
     )
     args = [
         "fit",
         "--config",
-        str(config),
+        config,
         f"--seed_everything={seed}",
         f"--trainer.default_root_dir={run_dir}",
         "--trainer.callbacks=[]",
@@ -107,39 +129,90 @@ def _fit(config: Path, run_dir: Path, seed: int, overrides: list[str], wandb: bo
         *logger,
         *overrides,
     ]
-    t0 = time.perf_counter()
     cli = KDCLI(args=args)
-    print(f"[demo] {run_dir.parent.name}/{run_dir.name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     cli.trainer.save_checkpoint(run_dir / "final.ckpt", weights_only=False)  # full state: resumable
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-    return metrics, cli.model
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
 
 
-def run_experiment(exp: Experiment, out: Path, data: Path, seeds: list[int], epochs: int | None, wandb: bool) -> dict:
-    """Teacher once, then baseline and every KD recipe for each seed; returns the rows of the report."""
+def summary_run(task: str, runs: dict[str, dict], out: str, results: dict[str, dict]) -> list[dict]:
+    """A task's report rows and picture from its trained runs (a job after all of them).
+
+    ``runs`` maps each role to ``{"config", "overrides", "ckpt", "baseline", "jobs"}`` (the first seed's checkpoint
+    is drawn and profiled); ``results`` maps each fit job's key to its validation metrics.
+    """
+    from ..cli import KDCLI
+    from ..teacher import load_weights
+
+    exp, rows, datamodule = EXPERIMENTS[task], {}, None
+    for role, run in runs.items():
+        cli = KDCLI(args=["--config", run["config"], "--trainer.logger=false", *run["overrides"]], run=False)
+        load_weights(cli.model.student, run["ckpt"])
+        metrics = [results[key] for key in run["jobs"]]
+        rows[role] = {"metrics": metrics, "module": cli.model.eval(), "baseline": run["baseline"]}
+        datamodule = datamodule or cli.datamodule
+    rows["_trivial"] = trivial_score(exp.task, datamodule)
+    report = summarise(exp, rows, tuple(getattr(datamodule, "input_size", (256, 256))))
+    picture = _picture(exp, rows, datamodule, Path(out))
+    print(f"[demo] {task}: predictions in {picture}", flush=True)
+    return report
+
+
+def plan(exp: Experiment, out: Path, data: Path, seeds: list[int], epochs: int | None, wandb: bool) -> list[Job]:
+    """The jobs of one task: its teacher, every baseline and KD run for each seed, and the summary after them."""
     from ..data.synth import FORMAT_DIRS
 
-    base = [f"--data.init_args.root={data / FORMAT_DIRS[exp.data_format]}"]
-    base += list(exp.overrides)
-    forced = [f"--trainer.max_epochs={epochs}"] if epochs else []  # --epochs wins over every per-run setting
-    extra = base + forced
-    t0 = time.perf_counter()
-    teacher_dir = out / exp.task / "teacher"
-    t_extra = base + list(exp.teacher_overrides) + forced
-    t_metrics, t_module = _fit(exp.config(exp.teacher), teacher_dir, seeds[0], t_extra, wandb)
-    teacher_ckpt = teacher_dir / "final.ckpt"
-    rows = {"teacher": {"metrics": [t_metrics], "module": t_module}}
-    runs = {role: (cfg, None) for role, cfg in exp.baselines.items()} | exp.kd
-    for role, (cfg, baseline) in runs.items():
-        kd_args = [f"--model.init_args.teacher_ckpt={teacher_ckpt}"] if baseline is not None else []
-        metrics = []
-        for seed in seeds:
-            m, module = _fit(exp.config(cfg), out / exp.task / _slug(role), seed, extra + kd_args, wandb)
-            metrics.append(m)
-        rows[role] = {"metrics": metrics, "module": module, "baseline": baseline}
-    rows["_trivial"] = trivial_score(exp.task, t_module.trainer.datamodule)
-    rows["_seconds"] = time.perf_counter() - t0
-    return rows
+    base = [f"--data.init_args.root={data / FORMAT_DIRS[exp.data_format]}", *exp.overrides]
+    # --epochs wins over every per-run setting, and the run is scored at its end
+    forced = [f"--trainer.max_epochs={epochs}", f"--trainer.check_val_every_n_epoch={epochs}"] if epochs else []
+    teacher_ckpt, teacher_key = out / exp.task / "teacher" / "final.ckpt", f"{exp.task}/teacher/seed{seeds[0]}"
+    roles = {"teacher": (exp.teacher, None)} | {role: (cfg, None) for role, cfg in exp.baselines.items()} | exp.kd
+    jobs, runs = [], {}
+    for role, (cfg, baseline) in roles.items():
+        overrides = base + (list(exp.teacher_overrides) if role == "teacher" else []) + forced
+        if baseline is not None:
+            overrides.append(f"--model.init_args.teacher_ckpt={teacher_ckpt}")
+        role_seeds = seeds[:1] if role == "teacher" else seeds  # one teacher for every seed of its students
+        dirs = [
+            teacher_ckpt.parent if role == "teacher" else out / exp.task / _slug(role) / f"seed{s}" for s in role_seeds
+        ]
+        keys = [f"{exp.task}/{_slug(role)}/seed{s}" for s in role_seeds]
+        after = (teacher_key,) if baseline is not None else ()
+        for key, run_dir, seed in zip(keys, dirs, role_seeds):
+            jobs.append(_fit_job(exp, role, exp.config(cfg), key, run_dir, seed, overrides, wandb, after, epochs))
+        runs[role] = {"config": str(exp.config(cfg)), "overrides": overrides, "ckpt": str(dirs[0] / "final.ckpt")}
+        runs[role] |= {"jobs": keys, "baseline": baseline}
+    summary = Job(
+        f"{exp.task}/summary",
+        summary_run,
+        {"task": exp.task, "runs": runs, "out": str(out)},
+        out / exp.task / "summary.log",
+        after=tuple(k for run in runs.values() for k in run["jobs"]),
+        cost=exp.expected_s.get("summary", 10.0),
+        pass_results=True,
+    )
+    return jobs + [summary]
+
+
+def _fit_job(
+    exp: Experiment,
+    role: str,
+    config: Path,
+    key: str,
+    run_dir: Path,
+    seed: int,
+    overrides: list[str],
+    wandb: bool,
+    after: tuple[str, ...],
+    epochs: int | None,
+) -> Job:
+    """A :func:`fit_run` job; its cost is the role's expected seconds, scaled when ``--epochs`` changes the schedule."""
+    cost = exp.expected_s.get(role, 60.0)
+    if epochs:  # the expected times are for the shipped schedules
+        shipped = yaml.safe_load(config.read_text()).get("trainer", {}).get("max_epochs") or epochs
+        cost *= epochs / shipped
+    kwargs = {"config": str(config), "run_dir": str(run_dir), "seed": seed, "overrides": overrides}
+    kwargs["wandb_name"] = key.replace("/", "-") if wandb else None
+    return Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=cost)
 
 
 def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:
@@ -161,11 +234,11 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--tasks",
         default=",".join(EXPERIMENTS),
-        help=f"comma-separated subset of {list(EXPERIMENTS)} (default: all three, about 13 min on 2 CPU cores)",
+        help=f"comma-separated subset of {list(EXPERIMENTS)} (default: all three, about 11 min on 2 CPU cores)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the baseline and KD runs")
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs of every run")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report, checkpoints and pictures")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report, checkpoints, logs and pictures")
     p.add_argument("--data", type=Path, default=Path("data/demo"), help="easy synthetic datasets (made if missing)")
     p.add_argument(
         "--scenes",
@@ -180,19 +253,16 @@ def main(argv: list[str]) -> int:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: one data worker runs beside it on a 2-core machine)",
+        help="torch CPU threads per run (default 1: one data worker runs beside it on a 2-core machine)",
     )
     p.add_argument(
         "--parallel",
         type=int,
         default=2,
-        help="tasks trained at once, each in its own process with its log in OUT/<task>.log (default 2; 1 runs "
-        "them one after another). Results do not depend on it.",
+        help="worker processes that train runs side by side, each run logging to OUT/<task>/<run>/fit.log "
+        "(default 2; 0 runs everything in this process). Results do not depend on it.",
     )
-    p.add_argument("--rows-file", type=Path, default=None, help=argparse.SUPPRESS)  # a child's report rows
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in EXPERIMENTS]
     if unknown:
@@ -200,77 +270,26 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_data(args.data, [EXPERIMENTS[t].data_format for t in tasks], args.scenes)
-    if len(tasks) > 1:  # every task in a fresh process: a run's numbers must not depend on what ran before it
-        report = _run_children(tasks, args, argv)
-        if report is None:
-            return 1
-    else:
-        report = []
-        for task in tasks:
-            report += run_task(EXPERIMENTS[task], args)
-    if args.rows_file is not None:
-        args.rows_file.write_text(json.dumps(report, indent=2) + "\n")
-        return 0
-    table = format_table(report)
-    (args.out / "report.md").write_text(table + "\n")
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("\n" + table)
+    jobs = [j for t in tasks for j in plan(EXPERIMENTS[t], args.out, args.data, args.seeds, args.epochs, args.wandb)]
+    expected = sum(j.cost for j in jobs) / max(1, args.parallel)
+    print(f"[demo] {len(jobs)} jobs on {max(1, args.parallel)} worker(s), about {expected / 60:.0f} min", flush=True)
+    done = run_jobs(jobs, args.parallel, args.threads, say=lambda line: print(line, flush=True))
+    report = [row for t in tasks if (r := done[f"{t}/summary"].result) for row in r]
+    failed = [j.key for j in done.values() if j.error]
+    if report:
+        table = format_table(report)
+        (args.out / "report.md").write_text(table + "\n")
+        (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print("\n" + table)
     print(f"\n[demo] total {time.perf_counter() - start:.0f} s; report: {args.out / 'report.md'}")
+    if failed:
+        print(f"[demo] {len(failed)} job(s) failed or skipped: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
-def run_task(exp: Experiment, args: argparse.Namespace) -> list[dict]:
-    """Train every run of one task in this process; return its report rows (and draw its picture)."""
-    rows = run_experiment(exp, args.out, args.data, args.seeds, args.epochs, args.wandb)
-    module = rows["teacher"]["module"]
-    size = tuple(getattr(module.trainer.datamodule, "input_size", (256, 256)))
-    report = summarise(exp, rows, size)
-    picture = _picture(exp, rows, args.out)
-    print(f"[demo] {exp.task}: {rows['_seconds']:.0f} s; predictions: {picture}", flush=True)
-    return report
-
-
-#: longest first (pose ≈ detection + parsing on 2 cores), so that the shorter tasks share the other process slot
-_EXPECTED_ORDER = ("pose", "detection", "parsing")
-
-
-def _run_children(tasks: list[str], args: argparse.Namespace, argv: list[str]) -> list[dict] | None:
-    """One child ``kd-suite demo --tasks T --parallel 1`` per task, ``args.parallel`` at a time; merged rows."""
-    import sys
-
-    from .parallel import Job, run_jobs
-
-    order = sorted(tasks, key=lambda t: _EXPECTED_ORDER.index(t) if t in _EXPECTED_ORDER else len(_EXPECTED_ORDER))
-    common = _strip(argv, ("--tasks", "--parallel", "--rows-file"))
-    jobs = [
-        Job(
-            task,
-            [sys.executable, "-m", "kd_suite.cli", "demo", *common, "--tasks", task, "--parallel", "1"]
-            + ["--rows-file", str(args.out / f"{task}.rows.json")],
-            args.out / f"{task}.log",
-        )
-        for task in order
-    ]
-    if any(job.returncode != 0 for job in run_jobs(jobs, args.parallel)):
-        return None
-    return [row for task in tasks for row in json.loads((args.out / f"{task}.rows.json").read_text())]
-
-
-def _strip(argv: list[str], options: tuple[str, ...]) -> list[str]:
-    """``argv`` without ``options`` and their values (``--opt v`` and ``--opt=v``)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in options:
-            skip = True
-        elif not a.startswith(tuple(f"{o}=" for o in options)):
-            out.append(a)
-    return out
-
-
 @torch.no_grad()
-def _picture(exp: Experiment, rows: dict, out: Path, n: int = 4) -> Path:
+def _picture(exp: Experiment, rows: dict, datamodule: Any, out: Path, n: int = 4) -> Path:
     """Side-by-side predictions of teacher, baseline and KD students on the first validation images."""
     import matplotlib
 
@@ -279,7 +298,8 @@ def _picture(exp: Experiment, rows: dict, out: Path, n: int = 4) -> Path:
 
     models = {role: r["module"].eval() for role, r in rows.items() if not role.startswith("_")}
     reference = models["teacher"]
-    batch = next(iter(reference.trainer.datamodule.val_dataloader()))
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
     columns = {"ground truth": reference.render(batch, None, n)}
     for role, module in models.items():
         columns[role] = module.render(batch, module.student(batch.image), n)
