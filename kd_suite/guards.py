@@ -6,8 +6,10 @@ On by default in ``kd-suite fit`` (see :func:`default_callbacks`; ``--guards=fal
 * before each optimizer step: every loss term (``train/task/*``, ``train/kd/*``, read from the Distiller's
   ``last_terms``) and every gradient is finite — otherwise :class:`DivergenceError` names the term(s) or parameters,
   the step and the epoch, before the bad update is applied;
-* after each step: the weights are finite (an optimizer step with a huge learning rate can overflow finite
-  gradients into Inf weights);
+* the weights are finite at each epoch's end, and whenever a loss or gradient is not (an optimizer step with a huge
+  learning rate can overflow finite gradients into Inf weights: the next step's loss is then NaN, and the message
+  names the weights and the learning rate rather than the loss). Checking them after every step would cost a pass
+  over all weights per step (≈ 5 % of a small CPU step) to find the same thing one step earlier;
 * when a checkpoint is about to be written (``ModelCheckpoint``, ``last.ckpt``, ``trainer.save_checkpoint``): no
   tensor of the weights or the optimizer state is NaN/Inf — otherwise nothing is written;
 * a :class:`DivergenceWarning` when a distillation term stays more than ``ratio`` × the task loss for ``patience``
@@ -85,7 +87,7 @@ class DivergenceGuard(L.Callback):
     Args:
         ratio: warn when a distillation term exceeds ``ratio`` × the task loss ...
         patience: ... for this many consecutive steps.
-        check_weights: also check the weights after every optimizer step.
+        check_weights: also check the weights (at epoch ends, and to explain a non-finite loss or gradient).
     """
 
     def __init__(self, ratio: float = 1000.0, patience: int = 100, check_weights: bool = True) -> None:
@@ -116,20 +118,22 @@ class DivergenceGuard(L.Callback):
         if trainer.world_size > 1:  # a rank that stops alone would leave the others waiting in a collective
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
+            self._check_weights(trainer, pl_module)  # non-finite weights from the last update explain it best
             bad_grads = [] if all_grads_ok else [n for (n, _), ok in zip(grads, grad_ok.tolist()) if not ok]
             raise DivergenceError(self._diverged(trainer, optimizer, term_values, bad_terms, bad_grads))
         self._watch_ratio(trainer, term_values)
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_weights(trainer, pl_module)
+
+    def _check_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.check_weights:
             return
         bad, _ = nonfinite((n, p) for n, p in pl_module.named_parameters() if p.requires_grad)
         if bad:
             lr = _learning_rate(trainer)
             raise DivergenceError(
-                f"training diverged at {_where(trainer, trainer.global_step - 1)}: the optimizer step turned "
+                f"training diverged by {_where(trainer, trainer.global_step)}: an optimizer step turned "
                 f"{len(bad)} weight tensor(s) non-finite ({_listing(bad)}) from finite losses and gradients. "
                 f"Fix: the learning rate{f' ({lr:g})' if lr is not None else ''} is far too high; lower the "
                 "optimizer's lr (model.init_args.optimizer.init_args.lr) or clip gradients (trainer.gradient_clip_val)"

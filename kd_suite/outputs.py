@@ -3,12 +3,15 @@
 Every model in kd-suite returns a dataclass derived from :class:`ModelOutput`. A *tap* is the name of one tensor in
 that output: a field (``"logits"``) or one element of a list field (``"features.2"``, ``"features.-1"``). Models
 declare at construction which taps they produce together with their channel count and stride, so distillation
-adapters can be sized in ``__init__`` without a dummy forward.
+adapters can be sized in ``__init__`` without a dummy forward. Every model declares them the same way, with
+:func:`declare_taps`; the names are the output's field names in all three model families (``features.i`` is always
+the backbone pyramid, finest first).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -86,6 +89,29 @@ class DetectionOutput(ModelOutput):
     cls: list[Tensor] = field(default_factory=list)
     reg: list[Tensor] = field(default_factory=list)
     obj: list[Tensor] = field(default_factory=list)
+
+
+def declare_taps(output: type[ModelOutput], **fields: TapInfo | Sequence[TapInfo]) -> dict[str, TapInfo]:
+    """The ``tap_info`` of a model whose forward returns ``output``: one entry per field it fills.
+
+    A field given one :class:`TapInfo` is the tap ``"name"``; a list field given one per entry becomes ``"name.i"``
+    with the alias ``"name.-k"`` counted from the end (``"features.-1"`` is the coarsest level).
+
+    Raises:
+        ValueError: a name is not a field of ``output`` (the message lists its fields).
+    """
+    names = [f.name for f in dataclasses.fields(output)]
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise ValueError(f"declare_taps: {output.__name__} has no field(s) {unknown}; its fields are {names}")
+    taps: dict[str, TapInfo] = {}
+    for name, info in fields.items():
+        if isinstance(info, TapInfo):
+            taps[name] = info
+            continue
+        for i, entry in enumerate(info):
+            taps[f"{name}.{i}"] = taps[f"{name}.{i - len(info)}"] = entry
+    return taps
 
 
 def get_tap(output: ModelOutput, tap: str) -> Tensor:

@@ -12,7 +12,7 @@ from kd_suite.data.batch import ParsingBatch
 from kd_suite.distiller import Distiller
 from kd_suite.losses.base import DistillLoss, as_float
 from kd_suite.models.adapters import channel_adapter
-from kd_suite.outputs import ParsingOutput, TapInfo
+from kd_suite.outputs import ParsingOutput, TapInfo, declare_taps
 
 
 class TinySegNet(nn.Module):
@@ -23,11 +23,9 @@ class TinySegNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU())
         self.body = nn.Sequential(nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout(0.2))
         self.head = nn.Conv2d(width, num_classes, 1)
-        self.tap_info = {
-            "logits": TapInfo(num_classes, 2),
-            "embedding": TapInfo(width, 2),
-            "features.0": TapInfo(width, 2),
-        }
+        self.tap_info = declare_taps(
+            ParsingOutput, logits=TapInfo(num_classes, 2), embedding=TapInfo(width, 2), features=[TapInfo(width, 2)]
+        )
 
     def forward(self, x: Tensor) -> ParsingOutput:
         f0 = self.stem(x)  # (B, W, H/2, W/2)

@@ -13,7 +13,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from kd_suite.distiller import Distiller
 from kd_suite.evaluation import TaskMetric, first_occurrences, sample_ids
-from kd_suite.outputs import ModelOutput, TapInfo
+from kd_suite.outputs import ModelOutput, TapInfo, declare_taps
 
 
 @dataclass
@@ -33,7 +33,7 @@ class QuadrantNet(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 2, 1), nn.ReLU())
         self.head = nn.Linear(width * 4, 4)
-        self.tap_info = {"logits": TapInfo(4, 0), "features.0": TapInfo(width, 4)}
+        self.tap_info = declare_taps(ClassOutput, logits=TapInfo(4, 0), features=[TapInfo(width, 4)])
 
     def forward(self, image: Tensor) -> ClassOutput:
         feature = self.body(image)  # (B, C, H/4, W/4)

@@ -49,14 +49,9 @@ class Backbone(nn.Module):
         """(B, 3, H, W) → one (B, C_i, H/s_i, W/s_i) map per level, finest first."""
         return list(self.body(x))
 
-    def tap_info(self, prefix: str = "features") -> dict[str, TapInfo]:
-        """Taps ``features.i`` (and ``features.-k`` aliases counted from the coarsest level) for every level."""
-        n = len(self.channels)
-        taps = {}
-        for i, (c, s) in enumerate(zip(self.channels, self.strides)):
-            taps[f"{prefix}.{i}"] = TapInfo(c, s)
-            taps[f"{prefix}.{i - n}"] = TapInfo(c, s)
-        return taps
+    def level_taps(self) -> list[TapInfo]:
+        """One :class:`TapInfo` per pyramid level, finest first (the ``features`` entry of :func:`declare_taps`)."""
+        return [TapInfo(c, s) for c, s in zip(self.channels, self.strides)]
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, channels={self.channels}, strides={self.strides}"

@@ -23,7 +23,8 @@ def _check_taps(model: torch.nn.Module, train: bool) -> None:
             continue
         x = get_tap(out, tap)
         assert x.shape == (2, info.channels, SIZE // info.stride, SIZE // info.stride), tap
-    assert len(out.aux_logits) == (sum(t.startswith("aux_logits.") for t in model.tap_info) if train else 0)
+    heads = sum(t.startswith("aux_logits.") and not t.startswith("aux_logits.-") for t in model.tap_info)
+    assert len(out.aux_logits) == (heads if train else 0)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -59,7 +60,7 @@ def test_backbone_reads_feature_info_and_passes_pretrained(monkeypatch):
     b = Backbone("test_resnet", pretrained=False, output_stride=8)
     assert calls == [("test_resnet", {"features_only": True, "pretrained": False, "output_stride": 8})]
     assert b.strides == [2, 4, 8, 8, 8] and b.channels == [32, 32, 48, 192, 96]
-    assert b.tap_info()["features.-1"] == b.tap_info()["features.4"]
+    assert b.level_taps()[-1] == TapInfo(96, 8)
 
 
 def test_student_rejects_flat_backbones():

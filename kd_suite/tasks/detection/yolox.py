@@ -15,7 +15,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ...outputs import DetectionOutput, TapInfo
+from ...outputs import DetectionOutput, TapInfo, declare_taps
 from .backbone import CSPDarknet, stage_channels
 from .head import DecoupledHead
 from .pafpn import PAFPN
@@ -71,13 +71,14 @@ class YOLOX(nn.Module):
         self.backbone = CSPDarknet(depth, width, depthwise)
         self.neck = PAFPN(depth, width, depthwise)
         self.head = DecoupledHead(num_classes, channels, hidden, depthwise)
-        self.tap_info: dict[str, TapInfo] = {}
-        for i, (c, s) in enumerate(zip(channels, STRIDES)):
-            self.tap_info[f"features.{i}"] = TapInfo(c, s)
-            self.tap_info[f"neck.{i}"] = TapInfo(hidden, s)
-            self.tap_info[f"cls.{i}"] = TapInfo(num_classes, s)
-            self.tap_info[f"reg.{i}"] = TapInfo(4, s)
-            self.tap_info[f"obj.{i}"] = TapInfo(1, s)
+        self.tap_info = declare_taps(
+            DetectionOutput,
+            features=[TapInfo(c, s) for c, s in zip(channels, STRIDES)],
+            neck=[TapInfo(hidden, s) for s in STRIDES],
+            cls=[TapInfo(num_classes, s) for s in STRIDES],
+            reg=[TapInfo(4, s) for s in STRIDES],
+            obj=[TapInfo(1, s) for s in STRIDES],
+        )
 
     def forward(self, image: Tensor) -> DetectionOutput:
         if image.ndim != 4 or image.shape[-2] % 32 or image.shape[-1] % 32:

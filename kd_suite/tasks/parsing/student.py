@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...models.backbone import Backbone
-from ...outputs import ParsingOutput, TapInfo
+from ...outputs import ParsingOutput, TapInfo, declare_taps
 from .head import SegHead
 from .lsfa import LSFA
 from .sppm import SPPM
@@ -77,13 +77,13 @@ class ParsingNet(nn.Module):
             else nn.ModuleList()
         )
         self.num_classes = num_classes
-        self.tap_info: dict[str, TapInfo] = {
-            "logits": TapInfo(num_classes, s3),
-            "embedding": TapInfo(f8, s3),
-            **self.backbone.tap_info("features"),
-        }
-        if aux_heads:
-            self.tap_info |= {"aux_logits.0": TapInfo(num_classes, s4), "aux_logits.1": TapInfo(num_classes, s5)}
+        self.tap_info = declare_taps(
+            ParsingOutput,
+            logits=TapInfo(num_classes, s3),
+            embedding=TapInfo(f8, s3),
+            features=self.backbone.level_taps(),
+            aux_logits=[TapInfo(num_classes, s4), TapInfo(num_classes, s5)] if aux_heads else [],
+        )
 
     def forward(self, image: Tensor) -> ParsingOutput:
         """(B, 3, H, W) → :class:`ParsingOutput` with logits at the stride of the third-to-last backbone level."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...models.backbone import Backbone
-from ...outputs import ParsingOutput, TapInfo
+from ...outputs import ParsingOutput, TapInfo, declare_taps
 from .blocks import ConvBN
 from .head import SegHead
 from .sppm import PSPModule
@@ -78,13 +78,13 @@ class PSPParsingNet(nn.Module):
         self.head = SegHead(embed_channels, head_channels, num_classes, dropout)
         self.aux = SegHead(channels[-2], head_channels, num_classes, dropout) if aux_head else None
         self.num_classes = num_classes
-        self.tap_info: dict[str, TapInfo] = {
-            "logits": TapInfo(num_classes, embed_stride),
-            "embedding": TapInfo(embed_channels, embed_stride),
-            **self.backbone.tap_info("features"),
-        }
-        if aux_head:
-            self.tap_info["aux_logits.0"] = TapInfo(num_classes, strides[-2])
+        self.tap_info = declare_taps(
+            ParsingOutput,
+            logits=TapInfo(num_classes, embed_stride),
+            embedding=TapInfo(embed_channels, embed_stride),
+            features=self.backbone.level_taps(),
+            aux_logits=[TapInfo(num_classes, strides[-2])] if aux_head else [],
+        )
 
     def forward(self, image: Tensor) -> ParsingOutput:
         """(B, 3, H, W) → :class:`ParsingOutput` with logits at the embedding stride (not upsampled)."""

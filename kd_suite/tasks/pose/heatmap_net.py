@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...models.backbone import Backbone
-from ...outputs import PoseOutput, TapInfo
+from ...outputs import PoseOutput, TapInfo, declare_taps
 from .codec import DECODERS, check_blur_kernel, confidence_logit, decode_heatmaps
 
 
@@ -82,14 +82,14 @@ class HeatmapNet(nn.Module):
         self.aux = nn.ModuleList(nn.Conv2d(deconv_channels, num_joints, 1) for _ in range(aux_heads))
         self.num_joints, self.decode, self.blur_kernel = num_joints, decode, blur_kernel
         self.stride = top_stride // 2**num_deconv
-        self.tap_info: dict[str, TapInfo] = {
-            "heatmaps": TapInfo(num_joints, self.stride),
-            "coords": TapInfo(num_joints, 0),
-            "scores": TapInfo(num_joints, 0),
-            **self.backbone.tap_info("features"),
-        }
-        for i in range(aux_heads):
-            self.tap_info[f"aux_heatmaps.{i}"] = TapInfo(num_joints, self.stride)
+        self.tap_info = declare_taps(
+            PoseOutput,
+            heatmaps=TapInfo(num_joints, self.stride),
+            coords=TapInfo(num_joints, 0),
+            scores=TapInfo(num_joints, 0),
+            features=self.backbone.level_taps(),
+            aux_heatmaps=[TapInfo(num_joints, self.stride)] * aux_heads,
+        )
 
     def forward(self, image: Tensor) -> PoseOutput:
         """(B, 3, H, W) → :class:`PoseOutput` (heatmaps at ``self.stride``)."""

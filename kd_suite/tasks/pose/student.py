@@ -15,7 +15,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ...outputs import PoseOutput, TapInfo
+from ...outputs import PoseOutput, TapInfo, declare_taps
 from .cau import StemNet
 from .token_head import TokenRegressionHead
 
@@ -70,16 +70,14 @@ class RegressionPoseNet(nn.Module):
             stage_channels, self.feature_size, tuple(patch_size), num_joints, dim, depth, heads, mlp_ratio
         )
         self.num_joints, self.input_size, self.grid = num_joints, (h, w), self.head.grid
-        self.tap_info: dict[str, TapInfo] = {
-            "coords": TapInfo(num_joints, 0),
-            "scores": TapInfo(num_joints, 0),
-            "sigmas": TapInfo(num_joints, 0),
-            "features.0": TapInfo(stage_channels, 4),
-            "features.-1": TapInfo(stage_channels, 4),
-        }
-        for i in range(depth):
-            self.tap_info[f"attentions.{i}"] = TapInfo(heads, 0)
-            self.tap_info[f"attentions.{i - depth}"] = TapInfo(heads, 0)
+        self.tap_info = declare_taps(
+            PoseOutput,
+            coords=TapInfo(num_joints, 0),
+            scores=TapInfo(num_joints, 0),
+            sigmas=TapInfo(num_joints, 0),
+            features=[TapInfo(stage_channels, 4)],
+            attentions=[TapInfo(heads, 0)] * depth,
+        )
 
     def forward(self, image: Tensor) -> PoseOutput:
         """(B, 3, H, W) → :class:`PoseOutput` with coords, scores, sigmas, attentions and the stem feature."""
