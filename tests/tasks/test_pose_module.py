@@ -257,3 +257,26 @@ def test_real_configs_build_a_student_that_fits_their_data(config):
     teachers = model.get("teacher_ckpt")
     if teachers is not None:
         assert len(teachers if isinstance(teachers, list) else [teachers]) == len(nets) - 1
+
+
+def test_each_student_kind_gets_its_own_supervised_path():
+    """Heatmap students are trained on heatmaps, regression students on coordinates; a model with neither is refused."""
+    from kd_suite.tasks.pose.supervision import regression_supervision, student_kind
+
+    heatmap = HeatmapNet("test_resnet", num_joints=2, output_stride=8, num_deconv=1, deconv_channels=8)
+    assert student_kind(heatmap) == "heatmap"
+    with pytest.raises(TypeError, match="neither a 'heatmaps' nor a 'coords' tap"):
+        student_kind(nn.Conv2d(3, 2, 1))
+    module = PoseDistiller(DotModel(), metric="none", flip_test=False, coord_loss="l1", task_weight=0.5)
+    assert module.student_kind == "regression"
+    batch = SimpleNamespace(
+        image=torch.zeros(2, 3, 8, 8),
+        keypoints=torch.tensor([[[2.0, 4.0], [8.0, 0.0]]] * 2),
+        visible=torch.tensor([[1.0, 0.0]] * 2),
+        heatmaps=torch.zeros(2, 2, 2, 2),
+    )
+    out = PoseOutput(coords=torch.full((2, 2, 2), 0.5))
+    expected = 2 * (abs(0.5 - 0.25) + abs(0.5 - 0.5)) / 8  # joint 0 only (1 is invisible), mean over B·K·2 values
+    terms = module.task_loss(out, batch)  # no scores in the output: no score term
+    assert set(terms) == {"coord"} and terms["coord"].item() == pytest.approx(0.5 * expected)
+    assert regression_supervision(out, batch, "l1")["coord"].item() == pytest.approx(expected)

@@ -1,10 +1,8 @@
 """PoseDistiller: top-down pose training (heatmap or regression student), flip-test validation and the metrics.
 
-Task loss: heatmap students — JointsMSE against the GT heatmaps (the suite's convention, no 0.5 factor, see
-:mod:`.losses`), plus the same on each deep-supervision head; regression students — SmoothL1/L1 on normalised
-coordinates weighted by visibility (DistilPose: ``SmoothL1Loss(use_target_weight=True)``, β = 1) and, with
-``score_weight``, an L1 between the confidence and the GT heatmap value at the predicted location (so a student
-trained alone still gets usable keypoint scores for AP).
+Task loss: one of the two supervised paths of :mod:`.supervision`, chosen once from the student's declared taps —
+heatmap students get JointsMSE against the GT heatmaps (plus deep supervision), regression students SmoothL1/L1 on
+normalised coordinates weighted by visibility and, with ``score_weight``, a confidence term.
 
 Validation (the shared protocol of :mod:`kd_suite.evaluation`; the teacher is scored once too): flip test
 (coordinate averaging, :mod:`.flip`), predictions mapped back to original pixels with the batch's ``inv_affine``,
@@ -20,18 +18,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.batch import PoseBatch
 from ...distiller import Distiller
-from ...models.adapters import resize_to
 from ...outputs import ModelOutput, PoseOutput
 from ...teacher import freeze
-from .distilpose import sample_heatmaps
 from .flip import flip_test, predict_coords
-from .losses import joints_mse
 from .scores import PoseScores, to_original
+from .supervision import heatmap_supervision, regression_supervision, student_kind
 
 METRICS = ("pckh", "crowdpose", "coco", "none")
 #: joint count → skeleton of kd_suite.viz (MPII 16, CrowdPose 14, COCO 17)
@@ -92,42 +87,18 @@ class PoseDistiller(Distiller):
         self.task_weight, self.coord_loss, self.coord_beta = task_weight, coord_loss, coord_beta
         self.score_weight, self.heatmap_half, self.vis_threshold = score_weight, heatmap_half, vis_threshold
         self.self_kd, self.ema_decay = self_kd, ema_decay
+        self.student_kind = student_kind(student)  # heatmap or regression: one supervised path, chosen once
         self.ema_student = freeze(copy.deepcopy(student)) if self_kd == "ema" else None
         self._warned_flip = False
 
     # ------------------------------------------------------------------ training
     def task_loss(self, output: PoseOutput, batch: PoseBatch) -> dict[str, Tensor]:
-        w = batch.visible.float()  # (B, K)
-        if output.heatmaps is not None:
-            gt = batch.heatmaps.float()
-            if output.heatmaps.shape != gt.shape:
-                raise ValueError(
-                    f"model heatmaps {tuple(output.heatmaps.shape)} and GT heatmaps {tuple(gt.shape)} differ; "
-                    "make the data's heatmap stride/size match the model's heatmap stride"
-                )
-            terms = {"heatmap": joints_mse(output.heatmaps.float(), gt, w, self.heatmap_half)}
-            if output.aux_heatmaps:
-                aux = [
-                    joints_mse(resize_to(a.float(), gt.shape[-2:]), gt, w, self.heatmap_half)
-                    for a in output.aux_heatmaps
-                ]
-                terms["aux_heatmap"] = torch.stack(aux).mean()
+        """The supervised terms of the student's kind (:mod:`.supervision`), ``task_weight`` on the GT terms."""
+        if self.student_kind == "heatmap":
+            terms = heatmap_supervision(output, batch, self.heatmap_half)
             return {k: self.task_weight * v for k, v in terms.items()}
-        if output.coords is None:
-            raise ValueError(f"{type(self.student).__name__} returned neither heatmaps nor coords")
-        h, w_in = batch.image.shape[-2:]
-        coords = output.coords.float()
-        target = batch.keypoints.float() / coords.new_tensor([w_in, h])  # (B, K, 2) normalised
-        if self.coord_loss == "l1":
-            err = (coords - target).abs()
-        else:
-            err = F.smooth_l1_loss(coords, target, beta=self.coord_beta, reduction="none")
-        terms = {"coord": self.task_weight * (err * w.unsqueeze(-1)).mean()}
-        if self.score_weight > 0 and output.scores is not None:
-            value, inside = sample_heatmaps(batch.heatmaps.float(), coords.detach())  # (B, K)
-            score = ((torch.sigmoid(output.scores.float()) - value * inside) * w).abs().mean()
-            terms["score"] = self.score_weight * score
-        return terms
+        terms = regression_supervision(output, batch, self.coord_loss, self.coord_beta, self.score_weight)
+        return terms | {"coord": self.task_weight * terms["coord"]}
 
     @torch.no_grad()
     def teacher_forward(self, image: Tensor) -> list[ModelOutput]:
