@@ -56,6 +56,7 @@ def check_parsing(module: Any, datamodule: Any) -> None:
     names = getattr(datamodule, "class_names", None)
     if (
         names is not None
+        and module.class_names is not None
         and not all(n.isdigit() for n in module.class_names)
         and tuple(module.class_names) != tuple(names)
     ):
@@ -66,10 +67,11 @@ def check_parsing(module: Any, datamodule: Any) -> None:
             "list the data's classes in its order, or leave model.init_args.class_names unset",
         )
     data_pairs = _pairs(getattr(datamodule, "flip_pairs", None))
-    if module.flip_test and data_pairs is not None and _pairs(module.flip_pairs) != data_pairs:
+    model_pairs = _pairs(module.flip_pairs)
+    if module.flip_test and data_pairs is not None and model_pairs is not None and model_pairs != data_pairs:
         raise _mismatch(
             "flip pairs",
-            f"flip test swaps classes {sorted(_pairs(module.flip_pairs))} (model.init_args.flip_pairs)",
+            f"flip test swaps classes {sorted(model_pairs)} (model.init_args.flip_pairs)",
             f"{_data_name(datamodule)} mirrors {sorted(data_pairs)}",
             "set model.init_args.flip_pairs to the data's left/right class pairs",
         )

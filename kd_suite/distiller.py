@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from .data.batch import move_batch
+from .data.facts import DatasetFacts
 from .evaluation import EvaluationProtocol
 from .fast_teacher import TeacherFastPath
 from .losses.base import DistillLoss
@@ -110,6 +111,7 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         self.teacher_evaluated = False  # tasks score the teachers once, at the first real validation
         self.teacher_fast = TeacherFastPath.from_arg(teacher_fast_path)  # plain object: never in the state dict
         self.log_images = log_images
+        self.data_facts: DatasetFacts | None = None  # linked in setup()
         self.eval_metrics: nn.ModuleDict | None = None  # built at the first evaluation (kd_suite.evaluation)
         self.results: dict[str, Any] = {}  # the last validation/test epoch's results, student and teacher
 
@@ -216,8 +218,18 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def setup(self, stage: str) -> None:
-        """Metrics are rebuilt at the next evaluation from the (now set-up) DataModule's facts."""
+        """Link the set-up DataModule's facts (:meth:`link_data`); metrics are rebuilt at the next evaluation."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        facts = getattr(datamodule, "facts", None)
+        if isinstance(facts, DatasetFacts):
+            self.link_data(facts)
         self.reset_metrics()
+
+    def link_data(self, facts: DatasetFacts) -> None:
+        """Take the dataset facts (:mod:`kd_suite.data.facts`): tasks check the model against them and fill the
+        options a config left unset; the base keeps them as ``data_facts``. Called by :meth:`setup`; call it
+        yourself when you evaluate or draw without a Trainer."""
+        self.data_facts = facts
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # student + adapters; teachers are frozen

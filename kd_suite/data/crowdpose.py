@@ -91,6 +91,7 @@ class CrowdPoseDataModule(PoseDataModule):
     synth_format = "crowdpose"
     flip_pairs = CROWDPOSE_FLIP_PAIRS
     class_names = CROWDPOSE_JOINTS
+    skeleton = "crowdpose"
 
     def __init__(
         self,

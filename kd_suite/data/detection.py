@@ -17,6 +17,7 @@ import torch
 from .batch import DetectionBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
 from .errors import BadSamples
+from .facts import DatasetFacts
 from .transforms import clip_boxes, hsv_jitter, keep_boxes, letterbox, place
 
 
@@ -166,6 +167,13 @@ class DetectionDataModule(BaseDataModule):
     def num_classes(self) -> int:
         """Number of detection classes."""
         return len(self.class_names)
+
+    @property
+    def facts(self) -> DatasetFacts:
+        """Class names and, for COCO-style data, the validation GT json (a VOC split list is not one)."""
+        ann = getattr(self, "val_ann_file", None)
+        gt = Path(ann) if ann is not None and Path(ann).suffix == ".json" else None
+        return DatasetFacts("detection", tuple(self.class_names), val_ann_file=gt)
 
     def records(self, train: bool, bad: BadSamples) -> list[DetectionRecord]:  # pragma: no cover
         raise NotImplementedError

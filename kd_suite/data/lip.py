@@ -20,6 +20,7 @@ import torch
 from .batch import ParsingBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, read_label, to_tensor
 from .errors import BadSamples, DatasetError, missing
+from .facts import DatasetFacts
 from .schema import IGNORE_INDEX, LIP_CLASSES, LIP_FLIP_PAIRS
 from .transforms import hflip_parsing, swap_lut
 
@@ -189,6 +190,11 @@ class LIPDataModule(BaseDataModule):
     ) -> None:
         super().__init__(root=root, input_size=input_size, **kwargs)
         self.scale_factor, self.rotation, self.color_jitter = scale_factor, rotation, color_jitter
+
+    @property
+    def facts(self) -> DatasetFacts:
+        """LIP's 20 classes and the left/right class pairs a flip swaps."""
+        return DatasetFacts("parsing", tuple(self.class_names), tuple(map(tuple, self.flip_pairs)))
 
     def dataset(self, split: str, train: bool) -> LIPDataset:
         """Build the dataset of ``split`` (training transforms when ``train``)."""

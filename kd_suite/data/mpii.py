@@ -163,6 +163,7 @@ class MPIIDataModule(PoseDataModule):
     synth_format = "mpii"
     flip_pairs = MPII_FLIP_PAIRS
     class_names = MPII_JOINTS
+    skeleton = "mpii"
 
     def __init__(
         self,

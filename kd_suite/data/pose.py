@@ -20,6 +20,7 @@ import torch
 from .batch import PoseBatch, sample_id_tensor
 from .common import BaseDataModule, SampleDataset, read_image, to_tensor
 from .errors import BadSamples
+from .facts import DatasetFacts
 from .transforms import affine_matrix, flip_joints, gaussian_heatmaps, invert_affine, warp_points
 
 
@@ -171,6 +172,23 @@ class PoseDataModule(BaseDataModule):
             raise ValueError(f"input_size {self.input_size} must be divisible by heatmap_stride={heatmap_stride}")
         self.heatmap_stride, self.sigma = heatmap_stride, sigma
         self.scale_factor, self.rotation = scale_factor, rotation
+
+    #: the kd_suite.viz skeleton of the joints
+    skeleton: str | None = None
+
+    @property
+    def facts(self) -> DatasetFacts:
+        """Joint names, flip pairs, skeleton, heatmap stride and the validation GT file."""
+        ann = getattr(self, "val_ann_file", None)
+        pairs = tuple(tuple(p) for p in self.flip_pairs)
+        return DatasetFacts(
+            "pose",
+            tuple(self.class_names),
+            pairs,
+            self.skeleton,
+            None if ann is None else Path(ann),
+            self.heatmap_stride,
+        )
 
     @property
     def num_joints(self) -> int:

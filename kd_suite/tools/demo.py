@@ -147,6 +147,8 @@ def summary_run(task: str, runs: dict[str, dict], out: str, results: dict[str, d
     for role, run in runs.items():
         cli = KDCLI(args=["--config", run["config"], "--trainer.logger=false", *run["overrides"]], run=False)
         load_weights(cli.model.student, run["ckpt"])
+        cli.datamodule.setup("validate")
+        cli.model.link_data(cli.datamodule.facts)  # what fit's setup does: skeleton, class names, flip pairs
         metrics = [results[key] for key in run["jobs"]]
         rows[role] = {"metrics": metrics, "module": cli.model.eval(), "baseline": run["baseline"]}
         datamodule = datamodule or cli.datamodule

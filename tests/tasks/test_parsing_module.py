@@ -15,7 +15,10 @@ from lightning.pytorch.loggers.logger import Logger
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from kd_suite.consistency import ConsistencyError
 from kd_suite.data.batch import ParsingBatch
+from kd_suite.data.facts import DatasetFacts
+from kd_suite.data.schema import LIP_CLASSES, LIP_FLIP_PAIRS
 from kd_suite.metrics.parsing import evaluate_files
 from kd_suite.outputs import ParsingOutput
 from kd_suite.tasks.parsing import ParsingDistiller, ParsingNet, PSPParsingNet, flip_logits, write_predictions
@@ -114,6 +117,17 @@ def manual_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -logp[keep].gather(1, labels[keep, None]).mean()
 
 
+def test_dataset_facts_name_the_classes_and_a_class_count_mismatch_stops_the_run():
+    module = ParsingDistiller(student(), flip_test=True)
+    assert module.class_names is None and module.flip_pairs is None, "nothing is guessed from the class count"
+    with pytest.raises(ValueError, match="flip_pairs"):
+        module.predict_logits(torch.zeros(1, 3, 32, 32))
+    module.link_data(DatasetFacts("parsing", LIP_CLASSES, LIP_FLIP_PAIRS))
+    assert module.class_names == LIP_CLASSES and module.flip_pairs == LIP_FLIP_PAIRS
+    with pytest.raises(ConsistencyError, match="predicts 20 classes.*labels 3"):
+        ParsingDistiller(student()).link_data(DatasetFacts("parsing", ("a", "b", "c")))
+
+
 def test_task_loss_is_ce_plus_weighted_aux():
     module = ParsingDistiller(student(), aux_weight=0.4)
     batch = next(iter(loader()))
@@ -126,7 +140,8 @@ def test_task_loss_is_ce_plus_weighted_aux():
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_validation_follows_the_lip_protocol(flip):
-    module = ParsingDistiller(student(), flip_test=flip)
+    # a bare loader publishes no dataset facts: the config names the classes and the flip pairs itself
+    module = ParsingDistiller(student(), flip_test=flip, flip_pairs=LIP_FLIP_PAIRS, class_names=LIP_CLASSES)
     result = trainer().validate(module, loader(), verbose=False)[0]
     want = reference_scores(module.student, loader(), flip)
     assert result["val/mIoU"] == pytest.approx(want["mIoU"], abs=1e-6)

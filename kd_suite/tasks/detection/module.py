@@ -8,9 +8,10 @@ from typing import Any, Literal
 import numpy as np
 from torch import Tensor, nn
 
+from ...consistency import ConsistencyError
 from ...data.batch import DetectionBatch
 from ...data.common import denormalize
-from ...data.schema import VOC_CLASSES
+from ...data.facts import DatasetFacts
 from ...distiller import Distiller
 from ...outputs import DetectionOutput, check_tap
 from ...viz import draw_boxes
@@ -38,8 +39,7 @@ class DetectionDistiller(Distiller):
     Args:
         student: the detector being trained (:class:`~kd_suite.tasks.detection.YOLOX`).
         metric: ``"voc"`` or ``"coco"``.
-        class_names: class names in index order; default the DataModule's ``class_names``, else the VOC classes
-            for 20 classes, else the indices.
+        class_names: class names in index order; ``None`` takes the DataModule's (class indices without one)
         reg_weight: weight of the IoU loss (YOLOX: 5).
         center_radius: SimOTA centre radius in strides (mmdet 2.5; official YOLOX ≥ 0.3: 1.5 centre-only).
         l1_last_epochs: switch the L1 term on for the last N epochs (YOLOX: 15 of 300).
@@ -107,21 +107,22 @@ class DetectionDistiller(Distiller):
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def setup(self, stage: str) -> None:
-        """Take class names (and, for COCO, the GT json) from the DataModule once it is set up."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
-        if self.class_names is None and names is not None and len(names) == self.num_classes:
-            self.class_names = tuple(names)
-        gt = getattr(datamodule, "val_ann_file", None) if self.metric == "coco" else None
-        self.coco_gt = Path(gt) if gt is not None and Path(gt).suffix == ".json" else None  # VOC lists are not GT
-        super().setup(stage)
+    def link_data(self, facts: DatasetFacts) -> None:
+        """Unset class names (and, for COCO, the GT json) come from the data; its class count must be the student's."""
+        super().link_data(facts)
+        if facts.num_classes != self.num_classes:
+            raise ConsistencyError(
+                f"model/data mismatch: the student predicts {self.num_classes} classes (its num_classes) but the "
+                f"data has {facts.num_classes}: {list(facts.class_names)}. Fix: set the student's and teacher's "
+                f"num_classes to {facts.num_classes}"
+            )
+        if self.class_names is None:
+            self.class_names = facts.class_names
+        self.coco_gt = facts.val_ann_file if self.metric == "coco" else None
 
     def label_names(self) -> tuple[str, ...]:
-        """Class names for logs: ``class_names``, else the DataModule's, else VOC's for 20 classes, else indices."""
-        if self.class_names is not None:
-            return self.class_names
-        return VOC_CLASSES if self.num_classes == len(VOC_CLASSES) else tuple(map(str, range(self.num_classes)))
+        """Class names for logs: ``class_names`` (or the linked data's), else class indices."""
+        return self.class_names if self.class_names is not None else tuple(map(str, range(self.num_classes)))
 
     def decode(self, model: nn.Module, batch: DetectionBatch, output: DetectionOutput) -> list[dict[str, Tensor]]:
         """Per image ``{"boxes" (n, 4) xyxy input pixels, "scores", "labels"}`` (letterbox undone by the metric)."""

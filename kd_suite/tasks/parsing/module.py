@@ -9,13 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...consistency import ConsistencyError
 from ...data.batch import ParsingBatch
 from ...data.common import denormalize
+from ...data.facts import DatasetFacts
 from ...distiller import Distiller
-from ...metrics.parsing import LIP_CLASSES, ParsingScores
+from ...metrics.parsing import ParsingScores
 from ...outputs import ParsingOutput
 from ...viz import overlay_mask
-from .flip import LIP_FLIP_PAIRS, flip_permutation, flip_test_logits
+from .flip import flip_permutation, flip_test_logits
 
 
 class ParsingDistiller(Distiller):
@@ -36,8 +38,8 @@ class ParsingDistiller(Distiller):
         ignore_index: mask value excluded from the loss and the metrics.
         aux_weight: weight of each auxiliary CE.
         flip_test: evaluate on the average of the image's and its mirror's logits (left/right channels swapped back).
-        flip_pairs: class pairs swapped by the flip (LIP: 14↔15, 16↔17, 18↔19).
-        class_names: names for per-class logs; defaults to the LIP classes when ``num_classes`` is 20.
+        flip_pairs: class pairs swapped by the flip (LIP: 14↔15, 16↔17, 18↔19); ``None`` takes the DataModule's.
+        class_names: names for per-class logs; ``None`` takes the DataModule's (class indices without one).
         **kwargs: :class:`~kd_suite.Distiller` arguments (``teacher``, ``teacher_ckpt``, ``losses``, ``optimizer``,
             ``scheduler``, ``scheduler_interval``, ``teacher_fast_path``, ``log_images``).
     """
@@ -49,7 +51,7 @@ class ParsingDistiller(Distiller):
         ignore_index: int = 255,
         aux_weight: float = 0.4,
         flip_test: bool = False,
-        flip_pairs: tuple[tuple[int, int], ...] = LIP_FLIP_PAIRS,
+        flip_pairs: tuple[tuple[int, int], ...] | None = None,
         class_names: tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -63,11 +65,29 @@ class ParsingDistiller(Distiller):
                 raise ValueError(
                     f"{who} {type(model).__name__} predicts {channels} classes but num_classes={num_classes}"
                 )
-        flip_permutation(num_classes, flip_pairs)  # validates the pairs now rather than at the first validation
-        if class_names is None:
-            class_names = LIP_CLASSES if num_classes == len(LIP_CLASSES) else tuple(map(str, range(num_classes)))
+        if flip_pairs is not None:
+            flip_permutation(num_classes, flip_pairs)  # validates the pairs now rather than at the first validation
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names lists {len(class_names)} names for num_classes={num_classes}")
         self.num_classes, self.ignore_index, self.aux_weight = num_classes, ignore_index, aux_weight
-        self.flip_test, self.flip_pairs, self.class_names = flip_test, tuple(map(tuple, flip_pairs)), tuple(class_names)
+        self.flip_test = flip_test
+        self.flip_pairs = None if flip_pairs is None else tuple(map(tuple, flip_pairs))
+        self.class_names = None if class_names is None else tuple(class_names)
+
+    def link_data(self, facts: DatasetFacts) -> None:
+        """The data's class count must be the model's; unset class names and flip pairs come from the data."""
+        super().link_data(facts)
+        if facts.num_classes != self.num_classes:
+            raise ConsistencyError(
+                f"model/data mismatch: the parser predicts {self.num_classes} classes (model.init_args.num_classes) "
+                f"but the data labels {facts.num_classes} ({', '.join(facts.class_names[:3])}, …). Fix: set "
+                f"model.init_args.num_classes and the student's (and teacher's) num_classes to {facts.num_classes}"
+            )
+        if self.class_names is None:
+            self.class_names = facts.class_names
+        if self.flip_pairs is None and facts.flip_pairs:
+            flip_permutation(self.num_classes, facts.flip_pairs)
+            self.flip_pairs = facts.flip_pairs
 
     # ------------------------------------------------------------------ training
     def task_loss(self, output: ParsingOutput, batch: ParsingBatch) -> dict[str, Tensor]:
@@ -86,6 +106,11 @@ class ParsingDistiller(Distiller):
         """(B, K, h, w) eval logits of ``model`` (the student by default), flip-tested when ``flip_test``."""
         model = self.student if model is None else model
         if self.flip_test:
+            if self.flip_pairs is None:
+                raise ValueError(
+                    "flip_test needs the left/right class pairs: set model.init_args.flip_pairs, or evaluate with a "
+                    "DataModule that publishes them (LIPDataModule does)"
+                )
             return flip_test_logits(lambda x: model(x).logits, image, self.flip_pairs)
         return model(image).logits
 
@@ -110,7 +135,8 @@ class ParsingDistiller(Distiller):
         return self.labels_at_original_size(logits, batch)
 
     def build_metric(self) -> ParsingScores:
-        return ParsingScores(self.num_classes, self.ignore_index, self.class_names)
+        names = self.class_names or tuple(map(str, range(self.num_classes)))
+        return ParsingScores(self.num_classes, self.ignore_index, names)
 
     # ------------------------------------------------------------------ pictures
     @torch.no_grad()

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ...data.batch import PoseBatch
+from ...data.facts import DatasetFacts
 from ...distiller import Distiller
 from ...outputs import ModelOutput, PoseOutput
 from ...teacher import freeze
@@ -29,8 +30,6 @@ from .scores import PoseScores, to_original
 from .supervision import heatmap_supervision, regression_supervision, student_kind
 
 METRICS = ("pckh", "crowdpose", "coco", "none")
-#: joint count → skeleton of kd_suite.viz (MPII 16, CrowdPose 14, COCO 17)
-SKELETONS = {16: "mpii", 14: "crowdpose", 17: "coco"}
 
 
 class PoseDistiller(Distiller):
@@ -39,9 +38,9 @@ class PoseDistiller(Distiller):
     Args:
         student: the pose network being trained (heatmap or regression).
         metric: ``"pckh"`` (MPII), ``"crowdpose"``, ``"coco"`` (keypoints AP) or ``"none"``.
-        val_ann_file: GT json for AP metrics; ``None`` reads ``datamodule.val_ann_file``.
+        val_ann_file: GT file of the metric (MPII ``gt_valid.mat``, an AP json); ``None`` takes the DataModule's.
         flip_test: average with the mirrored input at validation.
-        flip_pairs: left/right joint pairs; ``None`` reads ``datamodule.flip_pairs``.
+        flip_pairs: left/right joint pairs; ``None`` takes the DataModule's.
         task_weight: multiplier of the supervised term (1 − α in FPD/DSKD mixes; 0 when FPDLoss carries the GT term).
         coord_loss: regression loss, ``"smooth_l1"`` (DistilPose) or ``"l1"``.
         coord_beta: SmoothL1 β in normalised units (1.0 in DistilPose, making it 0.5·MSE on [0, 1] coordinates).
@@ -51,6 +50,8 @@ class PoseDistiller(Distiller):
             (DSKD self-guide); ``"none"`` disables.
         ema_decay: EMA decay per step.
         vis_threshold: joint-confidence threshold of the AP instance rescoring (and of drawn joints).
+        skeleton: the :mod:`kd_suite.viz` skeleton of drawn poses (``"mpii"``, ``"crowdpose"``, ``"coco"``); ``None``
+            takes the DataModule's.
         **kwargs: :class:`~kd_suite.Distiller` arguments (``teacher``, ``teacher_ckpt``, ``losses``, ``optimizer``,
             ``scheduler``, ``scheduler_interval``, ``teacher_fast_path``, ``log_images``).
     """
@@ -72,6 +73,7 @@ class PoseDistiller(Distiller):
         self_kd: Literal["none", "ema"] = "none",
         ema_decay: float = 0.999,
         vis_threshold: float = 0.2,
+        skeleton: Literal["mpii", "crowdpose", "coco"] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(student, **kwargs)
@@ -87,6 +89,7 @@ class PoseDistiller(Distiller):
         self.task_weight, self.coord_loss, self.coord_beta = task_weight, coord_loss, coord_beta
         self.score_weight, self.heatmap_half, self.vis_threshold = score_weight, heatmap_half, vis_threshold
         self.self_kd, self.ema_decay = self_kd, ema_decay
+        self.skeleton = skeleton
         self.student_kind = student_kind(student)  # heatmap or regression: one supervised path, chosen once
         self.ema_student = freeze(copy.deepcopy(student)) if self_kd == "ema" else None
         self._warned_flip = False
@@ -123,13 +126,19 @@ class PoseDistiller(Distiller):
         return self
 
     # ------------------------------------------------------------------ validation
-    def _datamodule_attr(self, name: str) -> Any:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(dm, name, None)
+    def link_data(self, facts: DatasetFacts) -> None:
+        """Unset flip pairs, GT file and skeleton come from the data (the joint count is checked at setup)."""
+        super().link_data(facts)
+        if self.flip_pairs is None and facts.flip_pairs:
+            self.flip_pairs = [list(p) for p in facts.flip_pairs]
+        if self.val_ann_file is None and facts.val_ann_file is not None:
+            self.val_ann_file = str(facts.val_ann_file)
+        if self.skeleton is None:
+            self.skeleton = facts.skeleton
 
     def decode(self, model: nn.Module, batch: PoseBatch, output: PoseOutput) -> Tensor:
         """(B, K, 3) joints in original-image pixels + confidence, flip-tested when ``flip_test`` (pairs known)."""
-        pairs = self.flip_pairs if self.flip_pairs is not None else self._datamodule_attr("flip_pairs")
+        pairs = self.flip_pairs
         if self.use_flip and pairs is None and not self._warned_flip:
             warnings.warn("flip_test is on but no flip_pairs are known; validating without flip", stacklevel=2)
             self._warned_flip = True
@@ -139,8 +148,7 @@ class PoseDistiller(Distiller):
     def build_metric(self) -> PoseScores | None:
         if self.metric == "none":
             return None
-        ann = self.val_ann_file or self._datamodule_attr("val_ann_file")
-        return PoseScores(self.metric, None if ann is None else str(ann), self.vis_threshold)
+        return PoseScores(self.metric, self.val_ann_file, self.vis_threshold)
 
     # ------------------------------------------------------------------ pictures
     def render(self, batch: PoseBatch, output: ModelOutput | None, n: int = 4) -> list[np.ndarray]:
@@ -152,9 +160,12 @@ class PoseDistiller(Distiller):
         from ...viz import draw_pose
 
         n = min(n, batch.image.shape[0])
-        skeleton = SKELETONS.get(batch.keypoints.shape[1])
+        skeleton = self.skeleton
         if skeleton is None:
-            raise ValueError(f"no skeleton drawing for {batch.keypoints.shape[1]} joints (known: {sorted(SKELETONS)})")
+            raise ValueError(
+                "no skeleton to draw the poses with: set model.init_args.skeleton ('mpii', 'crowdpose', 'coco') or "
+                "link a DataModule that publishes one (module.link_data(datamodule.facts))"
+            )
         if output is None:
             xy, shown = batch.keypoints[:n].float(), batch.visible[:n] > 0
         else:
