@@ -1,14 +1,26 @@
-"""Base class of every distillation term: which taps it reads, its weight and schedule, and its adapters."""
+"""Base class of every distillation term (taps, weight, schedule, adapters) and the helpers the terms share."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..outputs import ModelOutput, TapInfo, get_tap
 from ..schedules import Schedule
+
+__all__ = [
+    "DistillLoss",
+    "as_float",
+    "batch_labels",
+    "check_ndim",
+    "check_pair",
+    "check_same_shape",
+    "resize_labels",
+    "unbound_error",
+]
 
 
 class DistillLoss(nn.Module):
@@ -77,6 +89,52 @@ def check_ndim(x: Tensor, ndims: tuple[int, ...], loss: str, what: str = "input"
         raise ValueError(f"{loss}: {what} must have {' or '.join(map(str, ndims))} dims, got shape {tuple(x.shape)}")
 
 
+def check_pair(student: Tensor, teacher: Tensor, name: str, min_ndim: int = 2) -> None:
+    """Input check of the pure loss functions: at least ``min_ndim`` dims (B, C, *) and equal shapes."""
+    if student.ndim < min_ndim:
+        raise ValueError(f"{name}: inputs need at least {min_ndim} dims (B, C, *), got shape {tuple(student.shape)}")
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"{name}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} shapes differ; "
+            "resize or adapt one side first"
+        )
+
+
 def as_float(*tensors: Tensor) -> tuple[Tensor, ...]:
     """Cast to float32 (losses run in fp32 even under bf16/fp16 autocast); float64 is kept for gradcheck."""
     return tuple(t if t.dtype == torch.float64 else t.float() for t in tensors)
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Nearest-neighbour resize of (B, H, W) integer labels to ``size`` (ignore ids are kept as they are)."""
+    if labels.ndim != 3:
+        raise ValueError(f"resize_labels: labels must be (B, H, W), got shape {tuple(labels.shape)}")
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")  # (B, 1, h, w)
+    return resized[:, 0].long()
+
+
+def batch_labels(batch: Any, like: Tensor, loss: str) -> Tensor:
+    """Ground-truth labels ``batch.mask`` (B, H, W) nearest-resized to the spatial size of ``like`` (B, C, h, w).
+
+    Raises:
+        ValueError: the batch has no ``mask`` tensor, or its batch size differs from ``like``'s.
+    """
+    mask = getattr(batch, "mask", None)
+    if not isinstance(mask, Tensor):
+        raise ValueError(
+            f"{loss} reads ground-truth labels from batch.mask (a ParsingBatch); got {type(batch).__name__}. "
+            "Use it on a parsing/segmentation task or turn the label-dependent option off"
+        )
+    if mask.ndim != 3 or mask.shape[0] != like.shape[0]:
+        raise ValueError(f"{loss}: batch.mask {tuple(mask.shape)} must be (B, H, W) with B = {like.shape[0]}")
+    return resize_labels(mask, like.shape[-2:])  # (B, h, w)
+
+
+def unbound_error(loss: DistillLoss) -> RuntimeError:
+    """Error for a term whose adapters do not exist yet because :meth:`DistillLoss.bind` was not called."""
+    return RuntimeError(
+        f"{type(loss).__name__}: adapters are built by bind(student_tap_info, teacher_tap_info), which the Distiller "
+        "calls in its __init__; call loss.bind(...) before using the term on its own"
+    )

@@ -1,18 +1,33 @@
-"""Channel-wise distillation (CWD) on logits or features."""
+"""Channel-wise distillation (CWD) on logits or features, functional and module."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.adapters import channel_adapter, resize_to
 from ..outputs import ModelOutput, TapInfo
-from .base import DistillLoss, as_float, check_ndim, check_same_shape
-from .feature import unbound_error
-from .functional import cwd_loss
+from .base import DistillLoss, as_float, check_ndim, check_pair, check_same_shape, unbound_error
 
-__all__ = ["CWDLoss"]
+__all__ = ["CWDLoss", "cwd_loss"]
+
+
+def cwd_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Channel-wise distillation: ``τ²/(B·C) · Σ_{b,c} KL(softmax_HW(t_bc/τ) ‖ softmax_HW(s_bc/τ))``.
+
+    Shu et al., *Channel-wise Knowledge Distillation for Dense Prediction*, ICCV 2021; reference mmrazor
+    ``ChannelWiseDivergence`` and CIRKD ``CriterionCWD`` (same reduction).
+
+    Shape:
+        student, teacher: (B, C, *) with at least one spatial dim → scalar.
+    """
+    check_pair(student, teacher, "cwd_loss", min_ndim=3)
+    b, c = student.shape[:2]
+    log_s = F.log_softmax(student.reshape(b, c, -1) / temperature, dim=2)  # (B, C, HW): softmax over positions
+    log_t = F.log_softmax(teacher.reshape(b, c, -1) / temperature, dim=2)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="sum") / (b * c) * temperature**2
 
 
 class CWDLoss(DistillLoss):
