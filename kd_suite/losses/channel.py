@@ -7,9 +7,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.adapters import channel_adapter, resize_to
+from ..models.adapters import channel_adapter
 from ..outputs import ModelOutput, TapInfo
-from .base import DistillLoss, as_float, check_ndim, check_pair, check_same_shape, unbound_error
+from .base import DistillLoss, check_pair, unbound_error
 
 __all__ = ["CWDLoss", "cwd_loss"]
 
@@ -36,7 +36,8 @@ class CWDLoss(DistillLoss):
     Shu et al., *Channel-wise Knowledge Distillation for Dense Prediction*, ICCV 2021; reductions of mmrazor
     ``ChannelWiseDivergence`` and CIRKD ``CriterionCWD``. Each channel becomes a distribution over the positions.
     On logits the class counts match and no adapter is built; on features with different widths a 1×1 conv (with
-    bias, no norm, as CIRKD) maps the student to the teacher's channels.
+    bias, no norm, as CIRKD) maps the student to the teacher's channels. Used on feature maps and logits alike, it
+    follows the feature-map resize policy (the student is resized onto the teacher's grid).
 
     Args:
         temperature: spatial softmax temperature τ (CIRKD segmentation: 4; mmrazor seg logits and detection FPN: 1).
@@ -67,11 +68,5 @@ class CWDLoss(DistillLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
         if self.adapter is None:
             raise unbound_error(self)
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "CWDLoss", "student map")
-        check_ndim(t, (4,), "CWDLoss", "teacher map")
-        s, t = self.adapter(s), t.detach()  # (B, C_t, H, W)
-        if self.resize_student:
-            s = resize_to(s, t.shape[-2:])
-        check_same_shape(s, t, "CWDLoss")
+        s, t = self.pair(student, teacher, adapter=self.adapter, resize=self.resize_student)  # (B, C_t, H, W)
         return cwd_loss(s, t, self.temperature)

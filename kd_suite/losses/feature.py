@@ -1,7 +1,8 @@
 """Distillation terms on intermediate feature maps (``(B, C, H, W)``): FitNet, AT, PKD and MGD, functional and module.
 
-Convention: when the spatial sizes differ and ``resize_student`` is on, the student map is bilinearly resized to the
-teacher's size (mmrazor ``PKDLoss(resize_stu=True)``); channel adapters are built in :meth:`bind`.
+Feature-map terms follow the resize policy of :mod:`.base`: when the spatial sizes differ and ``resize_student`` is on,
+the (adapted) student map is bilinearly resized to the teacher's size (mmrazor ``PKDLoss(resize_stu=True)``); channel
+adapters are built in :meth:`~kd_suite.losses.DistillLoss.bind`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.adapters import conv1x1_bn, resize_to
+from ..models.adapters import conv1x1_bn
 from ..outputs import ModelOutput, TapInfo
-from .base import DistillLoss, as_float, check_ndim, check_pair, check_same_shape, unbound_error
+from .base import DistillLoss, check_pair, unbound_error
 
 __all__ = [
     "ATLoss",
@@ -116,14 +117,6 @@ def mgd_loss(
     return alpha * (generated - teacher).pow(2).sum() / student.shape[0]
 
 
-def _spatial(s: Tensor, t: Tensor, resize_student: bool, loss: str) -> tuple[Tensor, Tensor]:
-    check_ndim(s, (4,), loss, "student feature")
-    check_ndim(t, (4,), loss, "teacher feature")
-    if resize_student:
-        s = resize_to(s, t.shape[-2:])  # (B, C, H_t, W_t)
-    return s, t
-
-
 class FitNetLoss(DistillLoss):
     """FitNet hint: ``mean((r(F_s) − F_t)²)``, ``r`` a trainable 1×1 conv regressor from student to teacher channels.
 
@@ -149,10 +142,7 @@ class FitNetLoss(DistillLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
         if self.adapter is None:
             raise unbound_error(self)
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "FitNetLoss", "student feature")
-        s, t = _spatial(self.adapter(s), t.detach(), self.resize_student, "FitNetLoss")
-        check_same_shape(s, t, "FitNetLoss")
+        s, t = self.pair(student, teacher, adapter=self.adapter, resize=self.resize_student)  # (B, C_t, H, W)
         return fitnet_loss(s, t)
 
 
@@ -174,8 +164,7 @@ class ATLoss(DistillLoss):
         self.resize_student = resize_student
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        s, t = _spatial(s, t.detach(), self.resize_student, "ATLoss")
+        s, t = self.pair(student, teacher, resize=self.resize_student, same_shape=False)  # (B, C_s | C_t, H, W)
         return at_loss(s, t, self.p)
 
 
@@ -202,9 +191,7 @@ class PKDLoss(DistillLoss):
             )
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        s, t = _spatial(s, t.detach(), self.resize_student, "PKDLoss")
-        check_same_shape(s, t, "PKDLoss")
+        s, t = self.pair(student, teacher, resize=self.resize_student)  # (B, C, H, W)
         return pkd_loss(s, t)
 
 
@@ -252,10 +239,7 @@ class MGDLoss(DistillLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
         if self.align is None or self.generation is None:
             raise unbound_error(self)
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "MGDLoss", "student feature")
-        s, t = _spatial(self.align(s), t.detach(), self.resize_student, "MGDLoss")
-        check_same_shape(s, t, "MGDLoss")
+        s, t = self.pair(student, teacher, adapter=self.align, resize=self.resize_student)  # (B, C_t, H, W)
         b, c, h, w = s.shape
         shape = (b, c, 1, 1) if self.mask_on_channel else (b, 1, h, w)
         mask = mgd_mask(shape, self.mask_ratio, self.generator, s.device).to(s.dtype)

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.adapters import resize_to
 from ..outputs import ModelOutput, TapInfo, get_tap
-from .base import DistillLoss, as_float, batch_labels, check_ndim, resize_labels, unbound_error
+from .base import DistillLoss, batch_labels, check_ndim, resize_labels, unbound_error
 
 __all__ = ["GSKDLoss", "class_balanced_indices", "descriptor_loss", "gskd_loss", "random_indices"]
 
@@ -236,7 +235,8 @@ class GSKDLoss(DistillLoss):
     student, every row is shuffled by a permutation shared by both, and each group of ``w`` shuffled columns is a
     sub-image descriptor compared with ``τ² · KL(softmax(D_t/τ) ‖ softmax(D_s/τ)) / numel``, averaged over the
     groups and the images (:func:`gskd_loss`). Labels come from ``batch.mask`` (nearest-resized to the feature size);
-    the teacher-correct filter reads the teacher's ``teacher_logits_tap``.
+    the teacher-correct filter reads the teacher's ``teacher_logits_tap``. The projected student is resized onto the
+    teacher's grid (feature-map resize policy, always on).
 
     Confirmed from the code: projector, sampling with padding, GSSM, row shuffle + column groups, τ²·KL÷numel,
     the script values k = 8, S = −1. Reconstructed: the clean mode (gradient to the student, permute instead of
@@ -300,11 +300,7 @@ class GSKDLoss(DistillLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
         if self.projector is None:
             raise unbound_error(self)
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "GSKDLoss", "student feature")
-        check_ndim(t, (4,), "GSKDLoss", "teacher feature")
-        s = resize_to(self.projector(s), t.shape[-2:])  # (B, C_t, h, w)
-        t = t.detach()
+        s, t = self.pair(student, teacher, adapter=self.projector, resize=True)  # (B, C_t, h, w)
         labels = batch_labels(batch, t, "GSKDLoss")  # (B, h, w)
         correct = None
         if self.filter_correct:

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.adapters import resize_to
 from ..outputs import ModelOutput
-from .base import DistillLoss, as_float, batch_labels, check_ndim, check_pair, check_same_shape
+from .base import DistillLoss, batch_labels, check_pair
 
 __all__ = ["DKDLoss", "KDLoss", "dkd_loss", "kd_loss"]
 
@@ -100,6 +99,8 @@ class KDLoss(DistillLoss):
         **kwargs: :class:`DistillLoss` arguments (weight, schedule, taps).
     """
 
+    resized = "teacher"
+
     def __init__(
         self,
         temperature: float = 1.0,
@@ -117,11 +118,7 @@ class KDLoss(DistillLoss):
         self.resize_teacher = resize_teacher
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        t = t.detach()
-        if self.resize_teacher and s.ndim == 4 and t.ndim == 4:
-            t = resize_to(t, s.shape[-2:])  # (B, K, h_s, w_s)
-        check_same_shape(s, t, "KDLoss")
+        s, t = self.pair(student, teacher, ranks=(2, 3, 4, 5), resize=self.resize_teacher)  # (B, K, *)
         return kd_loss(s, t, self.temperature, self.reduction)
 
 
@@ -141,6 +138,8 @@ class DKDLoss(DistillLoss):
         **kwargs: :class:`DistillLoss` arguments.
     """
 
+    resized = "teacher"
+
     def __init__(
         self,
         temperature: float = 4.0,
@@ -158,12 +157,7 @@ class DKDLoss(DistillLoss):
         self.resize_teacher = resize_teacher
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        t = t.detach()
-        check_ndim(s, (4,), "DKDLoss", "student logits")
-        if self.resize_teacher and t.ndim == 4:
-            t = resize_to(t, s.shape[-2:])
-        check_same_shape(s, t, "DKDLoss")
+        s, t = self.pair(student, teacher, resize=self.resize_teacher)  # (B, K, H, W)
         labels = batch_labels(batch, s, "DKDLoss").reshape(-1)  # (P,)
         keep = labels != self.ignore_index
         k = s.shape[1]

@@ -8,9 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.adapters import resize_to
 from ..outputs import ModelOutput
-from .base import DistillLoss, as_float, batch_labels, check_ndim, check_same_shape
+from .base import DistillLoss, batch_labels, check_ndim
 
 __all__ = [
     "DISTLoss",
@@ -147,6 +146,8 @@ class DISTLoss(DistillLoss):
         **kwargs: :class:`DistillLoss` arguments.
     """
 
+    resized = "teacher"
+
     def __init__(
         self,
         beta: float = 1.0,
@@ -164,12 +165,7 @@ class DISTLoss(DistillLoss):
         self.resize_teacher = resize_teacher
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        t = t.detach()
-        check_ndim(s, (2, 4), "DISTLoss", "student logits")
-        if self.resize_teacher and s.ndim == 4 and t.ndim == 4:
-            t = resize_to(t, s.shape[-2:])  # (B, C, h_s, w_s)
-        check_same_shape(s, t, "DISTLoss")
+        s, t = self.pair(student, teacher, ranks=(2, 4), resize=self.resize_teacher)  # (B, C, h, w) or (P, C)
         valid = None
         if self.ignore_index is not None:
             check_ndim(s, (4,), "DISTLoss", "student logits (ignore_index needs dense logits)")
@@ -205,10 +201,5 @@ class SKDPairwiseLoss(DistillLoss):
         self.resize_student = resize_student
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "SKDPairwiseLoss", "student feature")
-        check_ndim(t, (4,), "SKDPairwiseLoss", "teacher feature")
-        t = t.detach()
-        if self.resize_student:
-            s = resize_to(s, t.shape[-2:])
+        s, t = self.pair(student, teacher, resize=self.resize_student, same_shape=False)  # (B, C_s | C_t, H, W)
         return skd_pairwise_loss(s, t, self.kernel, self.scale)
