@@ -190,8 +190,8 @@ def batch_labels(batch: Any, like: Tensor, loss: str) -> Tensor:
     mask = getattr(batch, "mask", None)
     if not isinstance(mask, Tensor):
         raise ValueError(
-            f"{loss} reads ground-truth labels from batch.mask (a ParsingBatch); got {type(batch).__name__}. "
-            "Use it on a parsing/segmentation task or turn the label-dependent option off"
+            f"{loss} reads per-pixel ground-truth labels from batch.mask, a (B, H, W) tensor of class ids; "
+            f"{type(batch).__name__} has none. Use a batch with dense labels or turn the label-dependent option off"
         )
     if mask.ndim != 3 or mask.shape[0] != like.shape[0]:
         raise ValueError(f"{loss}: batch.mask {tuple(mask.shape)} must be (B, H, W) with B = {like.shape[0]}")
