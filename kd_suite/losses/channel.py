@@ -1,18 +1,33 @@
-"""Channel-wise distillation (CWD) on logits or features."""
+"""Channel-wise distillation (CWD) on logits or features, functional and module."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.adapters import channel_adapter, resize_to
+from ..models.adapters import channel_adapter
 from ..outputs import ModelOutput, TapInfo
-from .base import DistillLoss, as_float, check_ndim, check_same_shape
-from .feature import unbound_error
-from .functional import cwd_loss
+from .base import DistillLoss, check_pair, unbound_error
 
-__all__ = ["CWDLoss"]
+__all__ = ["CWDLoss", "cwd_loss"]
+
+
+def cwd_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Channel-wise distillation: ``τ²/(B·C) · Σ_{b,c} KL(softmax_HW(t_bc/τ) ‖ softmax_HW(s_bc/τ))``.
+
+    Shu et al., *Channel-wise Knowledge Distillation for Dense Prediction*, ICCV 2021; reference mmrazor
+    ``ChannelWiseDivergence`` and CIRKD ``CriterionCWD`` (same reduction).
+
+    Shape:
+        student, teacher: (B, C, *) with at least one spatial dim → scalar.
+    """
+    check_pair(student, teacher, "cwd_loss", min_ndim=3)
+    b, c = student.shape[:2]
+    log_s = F.log_softmax(student.reshape(b, c, -1) / temperature, dim=2)  # (B, C, HW): softmax over positions
+    log_t = F.log_softmax(teacher.reshape(b, c, -1) / temperature, dim=2)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="sum") / (b * c) * temperature**2
 
 
 class CWDLoss(DistillLoss):
@@ -21,7 +36,8 @@ class CWDLoss(DistillLoss):
     Shu et al., *Channel-wise Knowledge Distillation for Dense Prediction*, ICCV 2021; reductions of mmrazor
     ``ChannelWiseDivergence`` and CIRKD ``CriterionCWD``. Each channel becomes a distribution over the positions.
     On logits the class counts match and no adapter is built; on features with different widths a 1×1 conv (with
-    bias, no norm, as CIRKD) maps the student to the teacher's channels.
+    bias, no norm, as CIRKD) maps the student to the teacher's channels. Used on feature maps and logits alike, it
+    follows the feature-map resize policy (the student is resized onto the teacher's grid).
 
     Args:
         temperature: spatial softmax temperature τ (CIRKD segmentation: 4; mmrazor seg logits and detection FPN: 1).
@@ -52,11 +68,5 @@ class CWDLoss(DistillLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
         if self.adapter is None:
             raise unbound_error(self)
-        s, t = as_float(*self.select(student, teacher))
-        check_ndim(s, (4,), "CWDLoss", "student map")
-        check_ndim(t, (4,), "CWDLoss", "teacher map")
-        s, t = self.adapter(s), t.detach()  # (B, C_t, H, W)
-        if self.resize_student:
-            s = resize_to(s, t.shape[-2:])
-        check_same_shape(s, t, "CWDLoss")
+        s, t = self.pair(student, teacher, adapter=self.adapter, resize=self.resize_student)  # (B, C_t, H, W)
         return cwd_loss(s, t, self.temperature)

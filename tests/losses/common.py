@@ -1,15 +1,13 @@
-"""Tiny inputs shared by the loss tests: model outputs with declared taps, a parsing batch, loop-friendly helpers."""
+"""Tiny inputs shared by the loss tests: parsing outputs with declared taps, a parsing batch, loop-friendly helpers."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from kd_suite.data.batch import ParsingBatch
-from kd_suite.losses import LOSSES, DistillLoss
 from kd_suite.outputs import ParsingOutput, TapInfo
 
 B, K, H, W = 2, 3, 6, 6  # batch, classes, logit/feature size
@@ -17,20 +15,6 @@ C_S, C_T, C_F = 4, 6, 5  # student embedding, teacher embedding, shared "feature
 
 STUDENT_TAPS = {"logits": TapInfo(K, 8), "embedding": TapInfo(C_S, 8), "features.0": TapInfo(C_F, 8)}
 TEACHER_TAPS = {"logits": TapInfo(K, 8), "embedding": TapInfo(C_T, 8), "features.0": TapInfo(C_F, 8)}
-
-#: constructor arguments of each loss in the shared contract tests (tiny, deterministic)
-CASES: dict[str, dict[str, Any]] = {
-    "KDLoss": dict(temperature=2.0),
-    "DKDLoss": dict(temperature=2.0),
-    "FitNetLoss": dict(student_tap="embedding"),
-    "ATLoss": dict(student_tap="embedding"),
-    "PKDLoss": dict(student_tap="features.0"),
-    "MGDLoss": dict(student_tap="embedding", seed=0, alpha=1.0),
-    "CWDLoss": dict(student_tap="embedding", temperature=2.0),
-    "DISTLoss": dict(ignore_index=255),
-    "SKDPairwiseLoss": dict(student_tap="embedding"),
-    "GSKDLoss": dict(samples_per_class=2, seed=0, filter_correct=False),
-}
 
 
 def outputs(seed: int = 0, dtype: torch.dtype = torch.float32, scale: float = 1.0, grad: bool = True):
@@ -57,14 +41,6 @@ def parsing_batch(seed: int = 0, size: int = 2 * H, ignore_frac: float = 0.15) -
 def small_labels(batch: ParsingBatch) -> Tensor:
     """The (B, H, W) labels behind :func:`parsing_batch` (every other pixel)."""
     return batch.mask[:, ::2, ::2]
-
-
-def build(name: str, **overrides: Any) -> DistillLoss:
-    """Instantiate and bind a loss with its case arguments."""
-    torch.manual_seed(0)
-    loss = LOSSES[name](**(CASES[name] | overrides))
-    loss.bind(STUDENT_TAPS[loss.student_tap], TEACHER_TAPS[loss.teacher_tap])
-    return loss
 
 
 def softmax_list(values: list[float]) -> list[float]:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_suite.losses import CWDLoss
-from kd_suite.losses.functional import cwd_loss
+from kd_suite.losses.channel import cwd_loss
 from kd_suite.outputs import ParsingOutput, TapInfo
 
 from .common import kl_list, softmax_list

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_suite.losses import ATLoss, FitNetLoss, MGDLoss, PKDLoss
-from kd_suite.losses.functional import at_loss, fitnet_loss, mgd_loss, mgd_mask, pkd_loss
+from kd_suite.losses.feature import at_loss, fitnet_loss, mgd_loss, mgd_mask, pkd_loss
 from kd_suite.outputs import ParsingOutput, TapInfo
 
 

@@ -9,7 +9,7 @@ import torch
 
 from kd_suite.data.batch import ParsingBatch
 from kd_suite.losses import GSKDLoss
-from kd_suite.losses.structural import class_balanced_indices, descriptor_loss, gskd_loss, random_indices
+from kd_suite.losses.gskd import class_balanced_indices, descriptor_loss, gskd_loss, random_indices
 from kd_suite.outputs import ParsingOutput, TapInfo
 
 from .common import kl_list, softmax_list

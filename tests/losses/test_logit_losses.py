@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from kd_suite.data.batch import ParsingBatch
 from kd_suite.losses import DKDLoss, KDLoss
-from kd_suite.losses.functional import dkd_loss, kd_loss
+from kd_suite.losses.logit import dkd_loss, kd_loss
 from kd_suite.outputs import ParsingOutput
 
 from .common import kl_list, parsing_batch, small_labels, softmax_list

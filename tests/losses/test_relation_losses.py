@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_suite.losses import DISTLoss, SKDPairwiseLoss
-from kd_suite.losses.relational import dist_loss, pearson, skd_pairwise_loss
+from kd_suite.losses.relation import dist_loss, pearson, skd_pairwise_loss
 from kd_suite.outputs import ParsingOutput
 
 from .common import parsing_batch, small_labels, softmax_list

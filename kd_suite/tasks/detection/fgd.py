@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...losses.base import DistillLoss, as_float, check_same_shape
+from ...losses.base import DistillLoss, unbound_error
 from ...outputs import ModelOutput, TapInfo
 
 __all__ = [
@@ -192,14 +192,14 @@ class GTMaskedFeatureLoss(DistillLoss):
         raise NotImplementedError
 
     def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
-        name = type(self).__name__
         if self.align is None or self.relation is None:
-            raise RuntimeError(f"{name}: call bind(student_tap_info, teacher_tap_info) first (the Distiller does)")
-        if batch is None or not hasattr(batch, "boxes"):
-            raise ValueError(f"{name} needs the GT boxes of the batch (a DetectionBatch), got {type(batch).__name__}")
-        s, t = as_float(*self.select(student, teacher))
-        s, t = self.align(s), t.detach()  # (B, C_t, H, W)
-        check_same_shape(s, t, name)
+            raise unbound_error(self)
+        if not isinstance(getattr(batch, "boxes", None), Tensor):
+            raise ValueError(
+                f"{type(self).__name__} needs the GT boxes of the batch (a DetectionBatch: boxes (B, M, 4), "
+                f"labels (B, M)), got {type(batch).__name__}"
+            )
+        s, t = self.pair(student, teacher, adapter=self.align)  # (B, C_t, H, W), one FPN level: no resize
         sp_t, ch_t = fgd_attention(t, self.temp)  # (B, H, W), (B, C)
         sp_s, ch_s = fgd_attention(s, self.temp)
         fg = self.foreground(batch.boxes.to(s.device), batch.valid.to(s.device), tuple(s.shape[-2:]))  # (B, H, W)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...losses.functional import pkd_norm
+from ...losses.feature import pkd_norm
 from .fgd import GTMaskedFeatureLoss, box_cells
 
 __all__ = ["FSDLoss", "faithful_foreground_mask", "fsd_region_kl", "gaussian_foreground_mask"]

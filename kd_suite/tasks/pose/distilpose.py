@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.batch import PoseBatch
-from ...losses.base import DistillLoss, as_float
+from ...losses.base import DistillLoss, as_float, check_ndim
 from ...outputs import PoseOutput
 from .codec import simulated_heatmaps
 from .losses import joints_mse, visibility
@@ -113,14 +113,14 @@ class CoordDistillLoss(DistillLoss):
         self.loss, self.beta, self.confidence, self.use_visible = loss, beta, confidence, use_visible
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        s, t = self.select(student, teacher)
-        s, t = as_float(s, t.detach())
+        s, t = self.pair(student, teacher, ranks=(3,))  # (B, K, 2) normalised coordinates
         l1 = self.loss == "l1"
         err = (s - t).abs() if l1 else F.smooth_l1_loss(s, t, beta=self.beta, reduction="none")  # (B, K, 2)
         w = torch.ones_like(err[..., 0])  # (B, K)
         if self.confidence:
             if teacher.scores is None:
                 raise ValueError("CoordDistillLoss(confidence=True): the teacher output has no scores")
+            check_ndim(teacher.scores, (2,), "CoordDistillLoss", "teacher scores")
             w = w * torch.sigmoid(as_float(teacher.scores.detach())[0])
         if self.use_visible:
             w = w * visibility(batch, s, "CoordDistillLoss(use_visible=True)")
@@ -153,10 +153,14 @@ class SimulatedHeatmapLoss(DistillLoss):
         self.use_visible, self.half = use_visible, half
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        coords, heat_t = self.select(student, teacher)
+        coords, heat_t = self.pair(student, teacher, ranks=(3,), teacher_ranks=(4,), same_shape=False)
         if student.sigmas is None:
             raise ValueError("SimulatedHeatmapLoss: the student output has no sigmas (use a RegressionPoseNet)")
-        coords, sigmas, heat_t = as_float(coords, student.sigmas, heat_t.detach())
+        sigmas = as_float(student.sigmas)[0]  # (B, K, 2)
+        if sigmas.shape != coords.shape:
+            raise ValueError(
+                f"SimulatedHeatmapLoss: sigmas {tuple(sigmas.shape)} must match coords {tuple(coords.shape)}"
+            )
         sim, inside = simulated_heatmaps(coords, sigmas, heat_t.shape[-2:])  # (B, K, h, w), (B, K)
         w = inside * visibility(batch, coords, "SimulatedHeatmapLoss") if self.use_visible else inside
         return joints_mse(sim, heat_t, w, self.half)
@@ -181,10 +185,11 @@ class ScoreDistillLoss(DistillLoss):
         self.use_visible = use_visible
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        scores, heat_t = self.select(student, teacher)
+        scores, heat_t = self.pair(student, teacher, ranks=(2,), teacher_ranks=(4,), same_shape=False)  # (B, K)
         if student.coords is None:
             raise ValueError("ScoreDistillLoss: the student output has no coords")
-        scores, coords, heat_t = as_float(scores, student.coords.detach(), heat_t.detach())
+        check_ndim(student.coords, (3,), "ScoreDistillLoss", "student coords")
+        coords = as_float(student.coords.detach())[0]  # (B, K, 2), a sampling location only: no gradient
         target, inside = sample_heatmaps(heat_t, coords)  # (B, K)
         target = target * inside
         pred = torch.sigmoid(scores)
@@ -248,15 +253,16 @@ class AttentionLoss(DistillLoss):
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
         _, target = self.select(student, teacher)  # teacher heatmaps (heatmap mode); also checks both taps exist
-        s_layers = list(as_float(*student.attentions))
+        s_layers = self._layers(student, "student")
         w = visibility(batch, s_layers[0], "AttentionLoss(use_visible=True)") if self.use_visible else None
         if self.mode == "heatmap":
-            heat = as_float(target.detach())[0]
+            check_ndim(target, (4,), "AttentionLoss", f"teacher {self.teacher_tap!r}")
+            heat = as_float(target.detach())[0]  # (B, K, h, w)
             q, has_mass = heatmap_prior(heat, self._grid(s_layers[-1].shape[-1]))  # (B, K, P)
             w = has_mass if w is None else w * has_mass
             chosen = s_layers if self.layers == "all" else s_layers[-1:]
             return sum(attention_kl(q, _renormalised(a, False), w) for a in chosen) / len(chosen)
-        t_layers = [a.detach() for a in as_float(*teacher.attentions)]
+        t_layers = [a.detach() for a in self._layers(teacher, "teacher")]
         pairs = self._pairs(len(s_layers), len(t_layers))
         terms = []
         for i, j in pairs:
@@ -272,6 +278,14 @@ class AttentionLoss(DistillLoss):
             else:
                 terms.append(attention_kl(a_t, a_s, w))
         return sum(terms) / len(terms)
+
+    @staticmethod
+    def _layers(output: PoseOutput, side: str) -> list[Tensor]:
+        """Every attention layer of ``output`` in fp32, each checked to be (B, heads, K, P)."""
+        layers = list(as_float(*output.attentions))
+        for i, a in enumerate(layers):
+            check_ndim(a, (4,), "AttentionLoss", f"{side} attentions.{i}")
+        return layers
 
     def _pairs(self, n_s: int, n_t: int) -> list[tuple[int, int]]:
         if self.layers == "last":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.batch import PoseBatch
-from ...losses.base import DistillLoss, as_float
+from ...losses.base import DistillLoss, as_float, check_ndim
 from ...models.adapters import resize_to
 from ...outputs import PoseOutput, get_tap
 from .losses import gt_heatmaps, joints_mse, visibility
@@ -96,6 +96,7 @@ class DenseGuidedHeatmapLoss(DistillLoss):
     """
 
     multi_teacher = True
+    resized = "teacher"
 
     def __init__(
         self,
@@ -131,14 +132,12 @@ class DenseGuidedHeatmapLoss(DistillLoss):
         return sorted(torch.randperm(num_guides, generator=self.generator)[drop:].tolist())
 
     def forward(self, student: PoseOutput, teacher: list[PoseOutput], batch: PoseBatch | None = None) -> Tensor:
-        guides_out = teacher if isinstance(teacher, (list, tuple)) else [teacher]
-        s = as_float(get_tap(student, self.student_tap))[0]
+        guides = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+        pairs = [self.pair(student, guides[i], resize=True) for i in self.kept(len(guides))]  # guides on s's grid
+        s = pairs[0][0]  # (B, K, h, w): the same student heatmaps in every pair
         w = visibility(batch, s, "DenseGuidedHeatmapLoss")
         gt = as_float(gt_heatmaps(batch, "binarize(gt_gated)"))[0] if self.binarization == "gt_gated" else None
-        terms = []
-        for i in self.kept(len(guides_out)):
-            g = resize_to(as_float(get_tap(guides_out[i], self.teacher_tap).detach())[0], s.shape[-2:])
-            terms.append(joints_mse(s, binarize(g, self.binarization, self.theta, gt), w, self.half))
+        terms = [joints_mse(s, binarize(g, self.binarization, self.theta, gt), w, self.half) for _, g in pairs]
         loss = torch.stack(terms).sum() if self.aggregate == "sum" else torch.stack(terms).mean()
         if self.self_aux and student.aux_heatmaps:
             outputs = [*as_float(*student.aux_heatmaps), s]  # shallow → deep
@@ -168,6 +167,8 @@ class SpatialClassificationLoss(DistillLoss):
         teacher_tap: teacher heatmaps (read by ``bce_binary`` only).
     """
 
+    resized = "teacher"
+
     def __init__(
         self,
         mode: Literal["spatial_ce", "spatial_kl", "bce_binary"] = "spatial_ce",
@@ -183,11 +184,14 @@ class SpatialClassificationLoss(DistillLoss):
         self.mode, self.temperature, self.theta = mode, temperature, theta
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        s = as_float(get_tap(student, self.student_tap))[0]
+        if self.mode == "bce_binary":
+            s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
+        else:  # the teacher is not read: only the student tap goes through the checks
+            s = as_float(get_tap(student, self.student_tap))[0]
+            check_ndim(s, (4,), "SpatialClassificationLoss", f"student {self.student_tap!r}")
         b, k, h, w_ = s.shape
         w = visibility(batch, s, "SpatialClassificationLoss")
         if self.mode == "bce_binary":
-            t = resize_to(as_float(get_tap(teacher, self.teacher_tap).detach())[0], (h, w_))
             bce = F.binary_cross_entropy_with_logits(s, binarize(t, "hard", self.theta), reduction="none")
             return (bce.mean(dim=(-2, -1)) * w).sum() / w.sum().clamp_min(1.0)
         y = resize_to(as_float(gt_heatmaps(batch, "SpatialClassificationLoss"))[0], (h, w_))

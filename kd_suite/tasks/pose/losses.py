@@ -13,7 +13,6 @@ from torch import Tensor
 
 from ...data.batch import PoseBatch
 from ...losses.base import DistillLoss, as_float, check_same_shape
-from ...models.adapters import resize_to
 from ...outputs import PoseOutput
 
 __all__ = ["FPDLoss", "OKDHPLoss", "gt_heatmaps", "joints_mse", "spatial_kl", "visibility"]
@@ -78,6 +77,8 @@ class FPDLoss(DistillLoss):
         teacher_tap: teacher heatmaps (defaults to ``student_tap``).
     """
 
+    resized = "teacher"
+
     def __init__(
         self,
         alpha: float = 0.5,
@@ -92,15 +93,16 @@ class FPDLoss(DistillLoss):
         self.alpha, self.half = alpha, half
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        s, t = self.select(student, teacher)
-        s, t, gt = as_float(s, t.detach(), gt_heatmaps(batch, "FPDLoss"))
+        s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
+        gt = as_float(gt_heatmaps(batch, "FPDLoss"))[0]
         w = visibility(batch, s, "FPDLoss")
-        t = resize_to(t, s.shape[-2:])
         return (1 - self.alpha) * joints_mse(s, gt, w, self.half) + self.alpha * joints_mse(s, t, w, self.half)
 
 
 class OKDHPLoss(DistillLoss):
     """Spatial-softmax KL between teacher and student heatmaps (OKDHP ``JointsKLDLoss``, see :func:`spatial_kl`).
+
+    Teacher heatmaps of another resolution are bilinearly resized to the student's.
 
     Args:
         temperature: softmax temperature τ (1 in OKDHP).
@@ -108,6 +110,8 @@ class OKDHPLoss(DistillLoss):
         student_tap: student heatmaps.
         teacher_tap: teacher heatmaps (defaults to ``student_tap``).
     """
+
+    resized = "teacher"
 
     def __init__(
         self,
@@ -121,9 +125,7 @@ class OKDHPLoss(DistillLoss):
         self.temperature, self.use_visible = temperature, use_visible
 
     def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
-        s, t = self.select(student, teacher)
-        s, t = as_float(s, t.detach())
-        t = resize_to(t, s.shape[-2:])
+        s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
         w = visibility(batch, s, "OKDHPLoss") if self.use_visible else None
         return spatial_kl(s, t, w, self.temperature)
 
