@@ -118,9 +118,7 @@ class Distiller(EvaluationProtocol, L.LightningModule):
     # ------------------------------------------------------------------ construction
     def _bind(self, name: str, loss: DistillLoss) -> None:
         """Size the term's adapters from the declared taps of the student and its teacher (never lazily)."""
-        if loss.multi_teacher:
-            teacher = self.teachers[0]
-        elif loss.teacher_index >= len(self.teachers):
+        if loss.teacher_index >= len(self.teachers):
             raise ValueError(f"losses.{name}: teacher_index={loss.teacher_index} but {len(self.teachers)} teacher(s)")
         else:
             teacher = self.teachers[loss.teacher_index]
@@ -136,7 +134,7 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         rows = [("term", "loss", "student tap", "teacher tap", "adapter params", "weight", "schedule")]
         for name, loss in self.losses.items():
             s_info, t_info = self._plan[name]
-            teacher = "all" if loss.multi_teacher else str(loss.teacher_index)
+            teacher = f"{loss.teacher_index}+guides" if loss.uses_guides else str(loss.teacher_index)
             rows.append(
                 (
                     name,
@@ -174,8 +172,21 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         """Supervised loss terms of the task, by name (summed into the total)."""
         raise NotImplementedError(f"{type(self).__name__} must implement task_loss(output, batch)")
 
-    def distill_terms(self, student: ModelOutput, teachers: list[ModelOutput], batch: Any) -> dict[str, Tensor]:
-        """Weighted, scheduled distillation terms, computed in fp32 with autocast off."""
+    def self_guides(self, image: Tensor) -> list[ModelOutput]:
+        """This step's self-distillation guides (outputs of copies of the student, e.g. an EMA copy); none here.
+
+        They reach the terms that set ``uses_guides`` after the other teachers, never as teachers themselves.
+        """
+        return []
+
+    def distill_terms(
+        self, student: ModelOutput, teachers: list[ModelOutput], batch: Any, self_guides: Sequence[ModelOutput] = ()
+    ) -> dict[str, Tensor]:
+        """Weighted, scheduled distillation terms, computed in fp32 with autocast off.
+
+        Each term gets its teacher (``teacher_index``); a term with ``uses_guides`` also gets the other teachers and
+        then ``self_guides`` as ``guides``.
+        """
         if not self.losses:
             return {}
         progress = self._epoch_progress()
@@ -184,8 +195,9 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         with torch.autocast(device_type=self.device.type, enabled=False):
             for name, loss in self.losses.items():
                 factor = loss.weight * (loss.schedule.factor(progress, max_epochs) if loss.schedule else 1.0)
-                teacher = teachers if loss.multi_teacher else teachers[loss.teacher_index]
-                terms[name] = factor * loss(student, teacher, batch)
+                i = loss.teacher_index
+                guides = [*teachers[:i], *teachers[i + 1 :], *self_guides] if loss.uses_guides else []
+                terms[name] = factor * loss(student, teachers[i], batch, guides=guides)
         return terms
 
     def _epoch_progress(self) -> float:
@@ -200,8 +212,9 @@ class Distiller(EvaluationProtocol, L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         student = self.student(batch.image)
         teachers = self.teacher_forward(batch.image) if self.losses else []
+        guides = self.self_guides(batch.image) if self.losses else []
         task = self.task_loss(student, batch)
-        kd = self.distill_terms(student, teachers, batch)
+        kd = self.distill_terms(student, teachers, batch, guides)
         total = sum(task.values()) + sum(kd.values())
         self.last_terms = {"task": task, "kd": kd}  # read by kd_suite.guards (divergence, KD liveness)
         bs = batch.image.shape[0]

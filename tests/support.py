@@ -40,7 +40,7 @@ class PixelKL(DistillLoss):
         super().__init__(**kwargs)
         self.temperature = temperature
 
-    def forward(self, student, teacher, batch=None) -> Tensor:
+    def forward(self, student, teacher, batch=None, guides=()) -> Tensor:
         s, t = as_float(*self.select(student, teacher))
         tau = self.temperature
         kl = F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), log_target=True, reduction="none")
@@ -53,7 +53,7 @@ class HintMSE(DistillLoss):
     def bind(self, student: TapInfo, teacher: TapInfo) -> None:
         self.adapter = channel_adapter(student.channels, teacher.channels)
 
-    def forward(self, student, teacher, batch=None) -> Tensor:
+    def forward(self, student, teacher, batch=None, guides=()) -> Tensor:
         s, t = as_float(*self.select(student, teacher))
         return F.mse_loss(self.adapter(s), t)
 
@@ -105,7 +105,7 @@ class TinySegData(L.LightningDataModule):
 class GatheredKL(PixelKL):
     """A KL term computed under ``torch.no_grad()``, like a cross-process gather without autograd (test-only)."""
 
-    def forward(self, student, teacher, batch=None) -> Tensor:
+    def forward(self, student, teacher, batch=None, guides=()) -> Tensor:
         with torch.no_grad():
             return super().forward(student, teacher, batch)
 
@@ -113,5 +113,5 @@ class GatheredKL(PixelKL):
 class DroppedKL(PixelKL):
     """A KL term a wrapper zeroed out (test-only)."""
 
-    def forward(self, student, teacher, batch=None) -> Tensor:
+    def forward(self, student, teacher, batch=None, guides=()) -> Tensor:
         return 0.0 * super().forward(student, teacher, batch)

@@ -16,6 +16,7 @@ place that resizes (bilinear, ``align_corners=False``, 4-D maps only). Ground-tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -41,9 +42,12 @@ __all__ = [
 class DistillLoss(nn.Module):
     """A distillation term between a student and teacher output.
 
-    Subclasses implement :meth:`forward` on the tensors they need; the default :meth:`forward` contract is
-    ``forward(student, teacher, batch) -> scalar`` where ``student``/``teacher`` are whole model outputs, so a term can
-    read several taps and the GT batch (boxes, labels, visibility). :meth:`select` returns the two declared taps and
+    Every term has one signature, ``forward(student, teacher, batch=None, guides=()) -> scalar``: ``student`` and
+    ``teacher`` are whole model outputs (the teacher is the one ``teacher_index`` names), so a term can read several
+    taps and the GT batch (boxes, labels, visibility). ``guides`` holds the other guides of the step — the remaining
+    teachers, then the self-distillation guides the task module supplies explicitly (an EMA copy of the student, see
+    :meth:`kd_suite.Distiller.self_guides`) — and is filled only for terms that set :attr:`uses_guides`; the others
+    ignore it. :meth:`select` returns the two declared taps and
     :meth:`pair` runs the preamble most terms share (fp32, rank checks, detached teacher, adapter, resize).
 
     Adapters (1×1 conv + norm, resizing) are created in :meth:`bind`, which the :class:`~kd_suite.Distiller` calls in
@@ -58,8 +62,9 @@ class DistillLoss(nn.Module):
         teacher_index: which teacher to read when several are configured.
     """
 
-    #: Set True in subclasses that consume every teacher (dense multi-teacher terms receive a list of outputs).
-    multi_teacher: bool = False
+    #: Set True in terms that read every guide (DSKD's densely guided term): the Distiller then passes the other
+    #: teachers and the self-guides as ``guides``.
+    uses_guides: ClassVar[bool] = False
 
     #: The side :meth:`pair` resizes when the spatial sizes differ (module docstring): ``"student"`` for feature-map
     #: terms (onto the teacher's grid), ``"teacher"`` for logit / prediction terms (onto the student's grid).
@@ -132,7 +137,9 @@ class DistillLoss(nn.Module):
             check_same_shape(s, t, name)
         return s, t
 
-    def forward(self, student: ModelOutput, teacher: Any, batch: Any = None) -> Tensor:  # pragma: no cover
+    def forward(
+        self, student: ModelOutput, teacher: Any, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -65,7 +66,9 @@ class CWDLoss(DistillLoss):
             )
         self.adapter = channel_adapter(student.channels, teacher.channels, norm=False)
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         if self.adapter is None:
             raise unbound_error(self)
         s, t = self.pair(student, teacher, adapter=self.adapter, resize=self.resize_student)  # (B, C_t, H, W)

@@ -7,7 +7,7 @@ adapters are built in :meth:`~kd_suite.losses.DistillLoss.bind`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -139,7 +139,9 @@ class FitNetLoss(DistillLoss):
         c_s, c_t = student.channels, teacher.channels
         self.adapter = conv1x1_bn(c_s, c_t) if self.norm else nn.Conv2d(c_s, c_t, 1, bias=False)
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         if self.adapter is None:
             raise unbound_error(self)
         s, t = self.pair(student, teacher, adapter=self.adapter, resize=self.resize_student)  # (B, C_t, H, W)
@@ -163,7 +165,9 @@ class ATLoss(DistillLoss):
         self.p = p
         self.resize_student = resize_student
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=self.resize_student, same_shape=False)  # (B, C_s | C_t, H, W)
         return at_loss(s, t, self.p)
 
@@ -190,7 +194,9 @@ class PKDLoss(DistillLoss):
                 f"({teacher.channels} ch) differ in channels; PKD has no adapter, use FitNetLoss/CWDLoss or other taps"
             )
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=self.resize_student)  # (B, C, H, W)
         return pkd_loss(s, t)
 
@@ -236,7 +242,9 @@ class MGDLoss(DistillLoss):
             nn.Conv2d(c_t, c_t, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c_t, c_t, 3, padding=1)
         )
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         if self.align is None or self.generation is None:
             raise unbound_error(self)
         s, t = self.pair(student, teacher, adapter=self.align, resize=self.resize_student)  # (B, C_t, H, W)

@@ -8,6 +8,7 @@ Paper and reference code are cited in :class:`GSKDLoss`. Random draws happen on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -297,7 +298,9 @@ class GSKDLoss(DistillLoss):
         """Restart the private generator (replays sampling and permutations from the start)."""
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         if self.projector is None:
             raise unbound_error(self)
         s, t = self.pair(student, teacher, adapter=self.projector, resize=True)  # (B, C_t, h, w)

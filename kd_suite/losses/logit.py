@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -117,7 +118,9 @@ class KDLoss(DistillLoss):
         self.reduction = reduction
         self.resize_teacher = resize_teacher
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, ranks=(2, 3, 4, 5), resize=self.resize_teacher)  # (B, K, *)
         return kd_loss(s, t, self.temperature, self.reduction)
 
@@ -156,7 +159,9 @@ class DKDLoss(DistillLoss):
         self.ignore_index = ignore_index
         self.resize_teacher = resize_teacher
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=self.resize_teacher)  # (B, K, H, W)
         labels = batch_labels(batch, s, "DKDLoss").reshape(-1)  # (P,)
         keep = labels != self.ignore_index

@@ -3,6 +3,7 @@ pair-wise similarity."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -164,7 +165,9 @@ class DISTLoss(DistillLoss):
         self.ignore_index = ignore_index
         self.resize_teacher = resize_teacher
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, ranks=(2, 4), resize=self.resize_teacher)  # (B, C, h, w) or (P, C)
         valid = None
         if self.ignore_index is not None:
@@ -200,6 +203,8 @@ class SKDPairwiseLoss(DistillLoss):
         self.kernel, self.scale = kernel, scale
         self.resize_student = resize_student
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=self.resize_student, same_shape=False)  # (B, C_s | C_t, H, W)
         return skd_pairwise_loss(s, t, self.kernel, self.scale)

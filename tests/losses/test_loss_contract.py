@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from typing import Any
 
 import pytest
 import torch
 from jsonargparse import ArgumentParser
+from torch import Tensor
 
 import kd_suite
 import kd_suite.losses
@@ -67,6 +69,12 @@ def _inputs(case: Case, fn=lambda x: x) -> tuple[ModelOutput, ModelOutput | list
     return *_apply(s, t, fn), batch
 
 
+def _run(loss: DistillLoss, s: ModelOutput, t: ModelOutput | list[ModelOutput], batch: Any) -> Tensor:
+    """One call of the term's single signature; a case's list of outputs is its teacher followed by the guides."""
+    teacher, *guides = _teachers(t)
+    return loss(s, teacher, batch, guides=guides)
+
+
 def _teachers(t: ModelOutput | list[ModelOutput]) -> list[ModelOutput]:
     return t if isinstance(t, list) else [t]
 
@@ -120,7 +128,7 @@ def test_gradient_reaches_student_and_adapters_only(case_id):
     case = CASES[case_id]
     loss = case.build()
     s, t, batch = _inputs(case, lambda x: x.detach().clone().requires_grad_())  # every tensor a leaf with grad
-    value = loss(s, t, batch)
+    value = _run(loss, s, t, batch)
     assert value.ndim == 0 and torch.isfinite(value)
     value.backward()
     for tap in case.grads or (loss.student_tap,):
@@ -139,14 +147,14 @@ def test_half_precision_inputs_give_finite_fp32_values(case_id, dtype):
     case = CASES[case_id]
     loss = case.build()
     s, t, batch = _inputs(case, lambda x: (case.half_scale * x).to(dtype))
-    value = loss(s, t, batch)
+    value = _run(loss, s, t, batch)
     assert value.dtype == torch.float32 and torch.isfinite(value)
     ref = case.build()  # the same term (same parameters, fresh generators) on the fp32 copies of the same values
     ref.load_state_dict(loss.state_dict())
     s32, t32 = _apply(s, t, torch.Tensor.float)
     # Tolerance: both runs compute in fp32 on identical values (every term casts its inputs first), so they agree to
     # rounding; a term that computed in half precision would differ by ~1e-3 (fp16) to ~1e-2 (bf16) or overflow.
-    torch.testing.assert_close(value, ref(s32, t32, batch), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(value, _run(ref, s32, t32, batch), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("case_id", IDS)
@@ -155,7 +163,7 @@ def test_finite_under_bf16_autocast(case_id):
     loss = case.build()
     s, t, batch = _inputs(case, lambda x: case.half_scale * x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        value = loss(s, t, batch)
+        value = _run(loss, s, t, batch)
     assert torch.isfinite(value)
 
 
@@ -166,11 +174,11 @@ def test_wrong_rank_is_a_clear_value_error(case_id):
     loss = case.build()
     s, t, batch = case.make()
     with pytest.raises(ValueError, match=_names(loss)):
-        loss(map_tensors(s, lambda x: torch.randn(5)), t, batch)
+        _run(loss, map_tensors(s, lambda x: torch.randn(5)), t, batch)
     if case.reads_teacher:
         bad = [map_tensors(o, lambda x: torch.randn(5)) for o in _teachers(t)]
         with pytest.raises(ValueError, match=_names(loss)):
-            loss(s, bad if loss.multi_teacher else bad[0], batch)
+            _run(loss, s, bad if isinstance(t, list) else bad[0], batch)
 
 
 @pytest.mark.parametrize("case_id", IDS)
@@ -182,7 +190,7 @@ def test_misspelled_tap_is_named_in_the_error(case_id):
         loss = case.build()
         setattr(loss, side, _misspelled(getattr(loss, side)))
         with pytest.raises((KeyError, ValueError), match=re.escape(getattr(loss, side))):
-            loss(s, t, batch)
+            _run(loss, s, t, batch)
 
 
 @pytest.mark.parametrize("case_id", [i for i in IDS if CASES[i].needs_batch])
@@ -190,7 +198,7 @@ def test_ground_truth_terms_without_a_batch_say_so(case_id):
     case = CASES[case_id]
     s, t, _ = case.make()
     with pytest.raises(ValueError, match="(?i)batch"):
-        case.build()(s, t, None)
+        _run(case.build(), s, t, None)
 
 
 @pytest.mark.parametrize("name", ["FitNetLoss", "MGDLoss", "CWDLoss", "GSKDLoss", "FGDLoss", "FSDLoss"])
@@ -199,7 +207,7 @@ def test_unbound_term_says_to_call_bind(name):
     loss = case.cls(**case.kwargs)
     s, t, batch = case.make()
     with pytest.raises(RuntimeError, match="bind"):
-        loss(s, t, batch)
+        _run(loss, s, t, batch)
 
 
 @pytest.mark.parametrize("name", ["DKDLoss", "DISTLoss", "GSKDLoss"])
@@ -207,7 +215,7 @@ def test_label_dependent_terms_need_a_parsing_batch(name):
     loss = CASES[name].build()
     s, t, _ = CASES[name].make()
     with pytest.raises(ValueError, match="batch.mask"):
-        loss(s, t, None)
+        _run(loss, s, t, None)
 
 
 def test_channel_mismatch_without_adapter_fails_at_bind():

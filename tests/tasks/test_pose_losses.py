@@ -203,7 +203,7 @@ def test_dense_guided_loss_drops_guides_with_its_seeded_generator():
     s, b = make(0), batch()
     guides = [make(1), make(2), make(3)]
     loss = DenseGuidedHeatmapLoss(binarization="clip", theta=0.1, drop_num=1, seed=7)
-    got = loss(s, guides, b)
+    got = loss(s, guides[0], b, guides=guides[1:])  # the teacher, then the other guides
     kept = sorted(torch.randperm(3, generator=torch.Generator().manual_seed(7))[1:].tolist())
     ref = 0.0
     for i in kept:
@@ -215,7 +215,8 @@ def test_dense_guided_loss_drops_guides_with_its_seeded_generator():
         ref += loop_mse(s.heatmaps, g, b.visible) / len(kept)
     assert got.item() == pytest.approx(ref, rel=1e-5)
     assert len(loss.kept(4)) == 3 and DenseGuidedHeatmapLoss().kept(2) == [0, 1]  # auto: drop 1 only from ≥ 3
-    total = DenseGuidedHeatmapLoss(binarization="none", drop_num=0, aggregate="sum", self_aux=True)(s, guides, b)
+    dense = DenseGuidedHeatmapLoss(binarization="none", drop_num=0, aggregate="sum", self_aux=True)
+    total = dense(s, guides[0], b, guides=guides[1:])
     ref = sum(loop_mse(s.heatmaps, g.heatmaps, b.visible) for g in guides)
     ref += loop_mse(s.aux_heatmaps[0], s.heatmaps, b.visible)  # the deeper head guides the shallow one
     assert total.item() == pytest.approx(ref, rel=1e-5)
@@ -262,7 +263,7 @@ def test_spatial_classification_modes():
 )
 def test_gradients_reach_the_student_only_and_vanish_at_equality(loss):
     s, t, b = make(0, grad=True), make(1, grad=True), batch()
-    value = loss(s, [t] if loss.multi_teacher else t, b)
+    value = loss(s, t, b)
     assert value.ndim == 0 and torch.isfinite(value)
     value.backward()
     student_grads = [x.grad for x in (s.heatmaps, s.coords, s.scores, s.sigmas, *s.attentions) if x.grad is not None]
@@ -290,6 +291,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="uniform"):
         AttentionLoss(mode="heatmap", layers="uniform")
     with pytest.raises(ValueError, match="drop all"):
-        DenseGuidedHeatmapLoss(drop_num=1)(s, [t], b)
+        DenseGuidedHeatmapLoss(drop_num=1)(s, t, b)
     t.heatmaps = F.interpolate(t.heatmaps, scale_factor=2.0)  # other resolution: resized, not an error
     assert torch.isfinite(FPDLoss()(s, t, b))

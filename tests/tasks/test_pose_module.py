@@ -169,7 +169,7 @@ def tiny_heatmap_net(seed: int, aux: int = 0) -> HeatmapNet:
     return HeatmapNet("test_resnet", num_joints=16, deconv_channels=8, aux_heads=aux)
 
 
-def test_ema_self_guide_is_appended_and_follows_the_student(synth_root):
+def test_ema_self_guide_is_passed_explicitly_and_follows_the_student(synth_root):
     dm = datamodule(MPIIDataModule, synth_root / "mpii")
     dm.input_size = (64, 64)
     dm.datasets.clear()
@@ -182,8 +182,9 @@ def test_ema_self_guide_is_appended_and_follows_the_student(synth_root):
         log_images=0,
     )
     start = {k: v.clone() for k, v in module.ema_student.state_dict().items()}
-    outputs = module.teacher_forward(torch.zeros(1, 3, 64, 64))
-    assert len(outputs) == 2 and not module.ema_student.training
+    image = torch.zeros(1, 3, 64, 64)
+    assert len(module.teacher_forward(image)) == 1, "the EMA copy is not a teacher"
+    assert len(module.self_guides(image)) == 1 and not module.ema_student.training
     trainer(max_steps=1, limit_val_batches=0).fit(module, datamodule=dm)
     student = module.student.state_dict()
     name = "final.weight"
@@ -191,7 +192,7 @@ def test_ema_self_guide_is_appended_and_follows_the_student(synth_root):
     torch.testing.assert_close(module.ema_student.state_dict()[name], expected)
     assert not torch.equal(student[name], start[name])
     assert all(not p.requires_grad for p in module.ema_student.parameters())
-    with pytest.raises(ValueError, match="multi-teacher"):
+    with pytest.raises(ValueError, match="uses_guides"):
         PoseDistiller(tiny_heatmap_net(0), self_kd="ema")
 
 

@@ -14,6 +14,7 @@ per image, ``A_sp = HW·softmax_HW(mean_c|F|/temp)``, ``A_ch = C·softmax_C(mean
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -191,7 +192,9 @@ class GTMaskedFeatureLoss(DistillLoss):
         """Weighted foreground + background terms on the attention-weighted maps (B, C, H, W) and masks (B, H, W)."""
         raise NotImplementedError
 
-    def forward(self, student: ModelOutput, teacher: ModelOutput, batch: Any = None) -> Tensor:
+    def forward(
+        self, student: ModelOutput, teacher: ModelOutput, batch: Any = None, guides: Sequence[ModelOutput] = ()
+    ) -> Tensor:
         if self.align is None or self.relation is None:
             raise unbound_error(self)
         if not isinstance(getattr(batch, "boxes", None), Tensor):

@@ -15,6 +15,7 @@ What is confirmed and what is reconstructed:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from ...data.batch import PoseBatch
 from ...losses.base import DistillLoss, as_float, check_ndim
-from ...outputs import PoseOutput
+from ...outputs import ModelOutput, PoseOutput
 from .codec import simulated_heatmaps
 from .losses import joints_mse, visibility
 
@@ -112,7 +113,13 @@ class CoordDistillLoss(DistillLoss):
             raise ValueError(f"CoordDistillLoss: loss must be 'smooth_l1' or 'l1', got {loss!r}")
         self.loss, self.beta, self.confidence, self.use_visible = loss, beta, confidence, use_visible
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         s, t = self.pair(student, teacher, ranks=(3,))  # (B, K, 2) normalised coordinates
         l1 = self.loss == "l1"
         err = (s - t).abs() if l1 else F.smooth_l1_loss(s, t, beta=self.beta, reduction="none")  # (B, K, 2)
@@ -152,7 +159,13 @@ class SimulatedHeatmapLoss(DistillLoss):
         super().__init__(student_tap=student_tap, teacher_tap=teacher_tap, **kwargs)
         self.use_visible, self.half = use_visible, half
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         coords, heat_t = self.pair(student, teacher, ranks=(3,), teacher_ranks=(4,), same_shape=False)
         if student.sigmas is None:
             raise ValueError("SimulatedHeatmapLoss: the student output has no sigmas (use a RegressionPoseNet)")
@@ -184,7 +197,13 @@ class ScoreDistillLoss(DistillLoss):
         super().__init__(student_tap=student_tap, teacher_tap=teacher_tap, **kwargs)
         self.use_visible = use_visible
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         scores, heat_t = self.pair(student, teacher, ranks=(2,), teacher_ranks=(4,), same_shape=False)  # (B, K)
         if student.coords is None:
             raise ValueError("ScoreDistillLoss: the student output has no coords")
@@ -251,7 +270,13 @@ class AttentionLoss(DistillLoss):
             raise ValueError(f"AttentionLoss: P={p} visual tokens are not a square grid; set grid: [gh, gw]")
         return side, side
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         _, target = self.select(student, teacher)  # teacher heatmaps (heatmap mode); also checks both taps exist
         s_layers = self._layers(student, "student")
         w = visibility(batch, s_layers[0], "AttentionLoss(use_visible=True)") if self.use_visible else None

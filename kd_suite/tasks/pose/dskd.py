@@ -4,10 +4,10 @@ Only the abstract is public, so everything here is a parameterised reconstructio
 
 * binarization of guide heatmaps (the abstract: teacher heatmaps are noisy; ODKD's "binarization operation"; the
   exact formula is unknown) — modes ``hard``, ``clip`` (default) and ``gt_gated`` (:func:`binarize`);
-* densely guided KD: every guide (teacher, assistants, and self-guides: an EMA copy of the student appended by the
-  :class:`~kd_suite.tasks.pose.PoseDistiller`, and the student's own deeper heads) supervises the student directly,
-  with ``drop_num`` guides dropped at random each step — the confirmed part is DGKD's stochastic drop (Son et al.,
-  ICCV 2021, wonchulSon/DGKD ``train.py``), moved from logits to heatmaps;
+* densely guided KD: every guide (teacher, assistants, and self-guides: an EMA copy of the student that the
+  :class:`~kd_suite.tasks.pose.PoseDistiller` passes as ``guides``, and the student's own deeper heads) supervises
+  the student directly, with ``drop_num`` guides dropped at random each step — the confirmed part is DGKD's
+  stochastic drop (Son et al., ICCV 2021, wonchulSon/DGKD ``train.py``), moved from logits to heatmaps;
 * a spatial classification loss ("pose estimation is also a classification problem").
 
 The full DSKD objective is ``(1 − α)·JointsMSE(H_s, Y, w) + α·L_dense + μ·L_cls``: set the PoseDistiller's
@@ -16,6 +16,7 @@ The full DSKD objective is ``(1 − α)·JointsMSE(H_s, Y, w) + α·L_dense + μ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor
 from ...data.batch import PoseBatch
 from ...losses.base import DistillLoss, as_float, check_ndim
 from ...models.adapters import resize_to
-from ...outputs import PoseOutput, get_tap
+from ...outputs import ModelOutput, PoseOutput, get_tap
 from .losses import gt_heatmaps, joints_mse, visibility
 
 __all__ = ["BINARIZATIONS", "DenseGuidedHeatmapLoss", "SpatialClassificationLoss", "binarize", "spatial_ce"]
@@ -77,11 +78,11 @@ def spatial_ce(heatmaps: Tensor, target_index: Tensor, weight: Tensor, temperatu
 class DenseGuidedHeatmapLoss(DistillLoss):
     """Densely guided heatmap KD: ``L = agg_{g ∈ kept} JointsMSE(H_s, B(H_g), w)`` (+ deep-supervision self-KD).
 
-    The guide list is every teacher output the Distiller passes (teacher, assistants, then the EMA self-guide when
-    ``self_kd: ema``). Each step ``drop_num`` of them are removed at random (a seeded generator, DGKD's stochastic
-    variant); ``None`` drops 1 when there are ≥ 3 guides, else 0. With ``self_aux`` each of the student's
-    ``aux_heatmaps`` is also supervised by every deeper student output (later aux heads and the final heatmaps,
-    detached and binarized), averaged over those pairs and added to L.
+    The guides are the term's teacher, then the other teachers (assistants) and the self-guides the Distiller passes
+    as ``guides`` (the EMA copy of the student when ``self_kd: ema``). Each step ``drop_num`` of them are removed at
+    random (a seeded generator, DGKD's stochastic variant); ``None`` drops 1 when there are ≥ 3 guides, else 0. With
+    ``self_aux`` each of the student's ``aux_heatmaps`` is also supervised by every deeper student output (later aux
+    heads and the final heatmaps, detached and binarized), averaged over those pairs and added to L.
 
     Args:
         binarization: guide binarization mode (see :func:`binarize`).
@@ -95,7 +96,7 @@ class DenseGuidedHeatmapLoss(DistillLoss):
         teacher_tap: guide heatmaps (same tap read from every guide).
     """
 
-    multi_teacher = True
+    uses_guides = True
     resized = "teacher"
 
     def __init__(
@@ -131,8 +132,14 @@ class DenseGuidedHeatmapLoss(DistillLoss):
             return list(range(num_guides))
         return sorted(torch.randperm(num_guides, generator=self.generator)[drop:].tolist())
 
-    def forward(self, student: PoseOutput, teacher: list[PoseOutput], batch: PoseBatch | None = None) -> Tensor:
-        guides = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: list[PoseOutput],
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
+        guides = [teacher, *guides]  # the teacher, the other teachers, then the self-guides (EMA copy)
         pairs = [self.pair(student, guides[i], resize=True) for i in self.kept(len(guides))]  # guides on s's grid
         s = pairs[0][0]  # (B, K, h, w): the same student heatmaps in every pair
         w = visibility(batch, s, "DenseGuidedHeatmapLoss")
@@ -183,7 +190,13 @@ class SpatialClassificationLoss(DistillLoss):
             raise ValueError(f"SpatialClassificationLoss: mode must be spatial_ce|spatial_kl|bce_binary, got {mode!r}")
         self.mode, self.temperature, self.theta = mode, temperature, theta
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         if self.mode == "bce_binary":
             s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
         else:  # the teacher is not read: only the student tap goes through the checks

@@ -8,12 +8,14 @@ The distillation-specific terms live in :mod:`.distilpose` (heatmap → regressi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.batch import PoseBatch
 from ...losses.base import DistillLoss, as_float, check_same_shape
-from ...outputs import PoseOutput
+from ...outputs import ModelOutput, PoseOutput
 
 __all__ = ["FPDLoss", "OKDHPLoss", "gt_heatmaps", "joints_mse", "spatial_kl", "visibility"]
 
@@ -92,7 +94,13 @@ class FPDLoss(DistillLoss):
             raise ValueError(f"FPDLoss: alpha must be in [0, 1], got {alpha}")
         self.alpha, self.half = alpha, half
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
         gt = as_float(gt_heatmaps(batch, "FPDLoss"))[0]
         w = visibility(batch, s, "FPDLoss")
@@ -124,7 +132,13 @@ class OKDHPLoss(DistillLoss):
         super().__init__(student_tap=student_tap, teacher_tap=teacher_tap, **kwargs)
         self.temperature, self.use_visible = temperature, use_visible
 
-    def forward(self, student: PoseOutput, teacher: PoseOutput, batch: PoseBatch | None = None) -> Tensor:
+    def forward(
+        self,
+        student: PoseOutput,
+        teacher: PoseOutput,
+        batch: PoseBatch | None = None,
+        guides: Sequence[ModelOutput] = (),
+    ) -> Tensor:
         s, t = self.pair(student, teacher, resize=True)  # (B, K, h, w), teacher heatmaps on the student's grid
         w = visibility(batch, s, "OKDHPLoss") if self.use_visible else None
         return spatial_kl(s, t, w, self.temperature)

@@ -46,8 +46,8 @@ class PoseDistiller(Distiller):
         coord_beta: SmoothL1 β in normalised units (1.0 in DistilPose, making it 0.5·MSE on [0, 1] coordinates).
         score_weight: weight of the GT-heatmap score term of regression students (0 disables).
         heatmap_half: 0.5 factor in the heatmap MSE (HRNet convention) instead of the suite's plain mean.
-        self_kd: ``"ema"`` adds a detached EMA copy of the student as the last guide of every multi-teacher term
-            (DSKD self-guide); ``"none"`` disables.
+        self_kd: ``"ema"`` passes a detached EMA copy of the student as a self-guide (:meth:`self_guides`) to every
+            guide-reading term (DSKD); ``"none"`` disables.
         ema_decay: EMA decay per step.
         vis_threshold: joint-confidence threshold of the AP instance rescoring (and of drawn joints).
         skeleton: the :mod:`kd_suite.viz` skeleton of drawn poses (``"mpii"``, ``"crowdpose"``, ``"coco"``); ``None``
@@ -83,8 +83,11 @@ class PoseDistiller(Distiller):
             raise ValueError(f"PoseDistiller: coord_loss must be 'smooth_l1' or 'l1', got {coord_loss!r}")
         if self_kd not in ("none", "ema"):
             raise ValueError(f"PoseDistiller: self_kd must be 'none' or 'ema', got {self_kd!r}")
-        if self_kd == "ema" and not any(loss.multi_teacher for loss in self.losses.values()):
-            raise ValueError("PoseDistiller: self_kd='ema' feeds multi-teacher terms; add e.g. DenseGuidedHeatmapLoss")
+        if self_kd == "ema" and not any(loss.uses_guides for loss in self.losses.values()):
+            raise ValueError(
+                "PoseDistiller: self_kd='ema' passes its EMA guide to terms that read guides (uses_guides); add e.g. "
+                "DenseGuidedHeatmapLoss"
+            )
         self.metric, self.val_ann_file, self.use_flip, self.flip_pairs = metric, val_ann_file, flip_test, flip_pairs
         self.task_weight, self.coord_loss, self.coord_beta = task_weight, coord_loss, coord_beta
         self.score_weight, self.heatmap_half, self.vis_threshold = score_weight, heatmap_half, vis_threshold
@@ -104,11 +107,9 @@ class PoseDistiller(Distiller):
         return terms | {"coord": self.task_weight * terms["coord"]}
 
     @torch.no_grad()
-    def teacher_forward(self, image: Tensor) -> list[ModelOutput]:
-        outputs = super().teacher_forward(image)
-        if self.ema_student is not None:
-            outputs.append(self.ema_student(image))  # self-guide, always last
-        return outputs
+    def self_guides(self, image: Tensor) -> list[ModelOutput]:
+        """The EMA copy's output when ``self_kd: ema`` (DSKD's self-guide), passed to guide-reading terms."""
+        return [self.ema_student(image)] if self.ema_student is not None else []
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema_student is None:
