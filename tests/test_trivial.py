@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_suite.data.batch import ParsingBatch, PoseBatch
+from kd_suite.data.batch import MissingTargetError, ParsingBatch, PoseBatch
 from kd_suite.metrics.trivial import majority_class_miou, mean_pose_pckh, trivial_score
 
 
@@ -36,11 +36,12 @@ def test_majority_class_is_exact_on_a_fixed_layout():
     val_gt = np.kron(left.numpy(), np.ones((2, 2), np.uint8))  # original size 16×16, same layout
 
     def collate(masks):
-        if isinstance(masks[0], dict):
-            return ParsingBatch(image=torch.zeros(len(masks), 3, 8, 8), mask=left[None], meta=masks)
-        return ParsingBatch(image=torch.zeros(len(masks), 3, 8, 8), mask=torch.stack(masks), meta=[])
+        if isinstance(masks[0], np.ndarray):  # val: the original-size GT
+            originals = [torch.from_numpy(m.astype(np.int64)) for m in masks]
+            return ParsingBatch(image=torch.zeros(len(masks), 3, 8, 8), mask=left[None], orig_masks=originals)
+        return ParsingBatch(image=torch.zeros(len(masks), 3, 8, 8), mask=torch.stack(masks))
 
-    dm = FakeModule({"train": train, "val": [{"orig_mask": val_gt}]}, collate)
+    dm = FakeModule({"train": train, "val": [val_gt]}, collate)
     assert majority_class_miou(dm, num_classes=2) == pytest.approx(100.0)
     assert majority_class_miou(dm, num_classes=4) == pytest.approx(50.0)  # absent classes score 0 (LIP protocol)
 
@@ -61,7 +62,7 @@ def test_mean_pose_scores_the_mean_and_only_the_mean():
             visible=torch.ones(len(items), 16),
             heatmaps=torch.zeros(len(items), 16, 2, 2),
             inv_affine=eye,
-            meta=[{"head_size": i.head_size} for i in items],
+            head_size=torch.tensor([i.head_size for i in items]),  # (B,)
         )
 
     offset = torch.tensor([0.3, 0.0])
@@ -69,6 +70,16 @@ def test_mean_pose_scores_the_mean_and_only_the_mean():
     dm = FakeModule({"train": train, "val": [item(base), item(base + 2.0)]}, collate)
     # val pose 0 is the mean (all joints within 0.5·head = 0.5 px); val pose 1 is 2.8 px away (none)
     assert mean_pose_pckh(dm) == pytest.approx(50.0)
+
+
+def test_trivial_scores_name_a_missing_target():
+    pose = PoseBatch(torch.zeros(1, 3, 8, 8), torch.zeros(1, 16, 2), torch.ones(1, 16), torch.zeros(1, 16, 2, 2),
+                     torch.eye(2, 3)[None])  # fmt: skip
+    with pytest.raises(MissingTargetError, match=r"PoseBatch\.head_size .* MPIIDataModule"):
+        mean_pose_pckh(FakeModule({"train": [0], "val": [0]}, lambda items: pose))
+    parsing = ParsingBatch(image=torch.zeros(1, 3, 8, 8), mask=torch.zeros(1, 8, 8, dtype=torch.long))
+    with pytest.raises(MissingTargetError, match=r"ParsingBatch\.orig_masks .* LIPDataModule"):
+        majority_class_miou(FakeModule({"train": [0], "val": [0]}, lambda items: parsing), num_classes=2)
 
 
 def test_trivial_scores_on_synthetic_data(tmp_path):

@@ -116,15 +116,16 @@ def coco_records(
         objs = per_image[image_id]
         boxes = np.asarray([b for b, _ in objs], np.float32).reshape(-1, 4)
         labels = np.asarray([c for _, c in objs], np.int64)
-        meta = {"image_id": image_id, "size": (int(im["height"]), int(im["width"]))}
-        out.append(DetectionRecord(image, boxes, labels, np.zeros(len(labels), bool), meta))
+        meta = {"size": (int(im["height"]), int(im["width"]))}
+        out.append(DetectionRecord(image, boxes, labels, np.zeros(len(labels), bool), meta, image_id=image_id))
     if not out:
         raise DatasetError(path, "no usable images", "check the image folder")
     return out
 
 
 class COCODetectionDataModule(DetectionDataModule):
-    """COCO-json detection as :class:`DetectionBatch` es (meta: ``image_id``, ``orig_size``, ``scale``, ``pad``).
+    """COCO-json detection as :class:`DetectionBatch` es with ``image_ids`` (COCO ids), ``orig_size`` and, for
+    validation, the letterbox ``scale`` and ``pad`` (meta: ``size``).
 
     Args:
         root: folder holding ``annotations/`` and the split image folders (``instances_<split>.json`` and image

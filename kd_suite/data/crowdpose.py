@@ -71,8 +71,9 @@ def read_coco_keypoints(path: Path, num_joints: int, bad: BadSamples) -> tuple[d
 
 
 class CrowdPoseDataModule(PoseDataModule):
-    """CrowdPose top-down pose as :class:`PoseBatch` es (meta: ``image_id``, ``ann_id``, ``center``, ``scale``,
-    ``bbox``, ``area`` (= bbox w·h; evaluators use 0.53·w·h themselves), ``crowd_index``, ``score``).
+    """CrowdPose top-down pose as :class:`PoseBatch` es with ``image_id`` and ``box_score`` (1 for GT boxes, the
+    detector's score with ``det_file``). meta: ``image`` (file name), ``ann_id``, ``center``, ``scale``, ``bbox``,
+    ``area`` (= bbox w·h; evaluators use 0.53·w·h themselves), ``crowd_index``.
     The protocol trains on ``train_split="trainval"`` and reports numbers on ``val_split="test"``.
 
     Args:
@@ -153,16 +154,15 @@ class CrowdPoseDataModule(PoseDataModule):
             if box is None:
                 continue
             meta = {
-                "image_id": image_id,
                 "ann_id": a.get("id"),
                 "bbox": list(box),
                 "area": box[2] * box[3],
                 "crowd_index": float(im.get("crowdIndex", 0.0)),
-                "score": 1.0,
                 "joints": kps[:, :2].tolist(),
                 "joints_vis": kps[:, 2].tolist(),
             }
-            out.append(self._instance(im, box, aspect, kps[:, :2], (kps[:, 2] > 0).astype(np.float32), meta))
+            vis = (kps[:, 2] > 0).astype(np.float32)
+            out.append(self._instance(im, image_id, box, aspect, kps[:, :2], vis, meta, score=1.0))
         if not out:
             raise DatasetError(
                 path, "no usable person annotations", "check the annotations (non-crowd, with keypoints)"
@@ -190,28 +190,29 @@ class CrowdPoseDataModule(PoseDataModule):
             box = _clip_box(box, int(im["width"]), int(im["height"]))
             if box is None:
                 continue
-            meta = {
-                "image_id": image_id,
-                "bbox": list(box),
-                "area": box[2] * box[3],
-                "score": score,
-                "crowd_index": float(im.get("crowdIndex", 0.0)),
-            }
-            out.append(self._instance(im, box, aspect, np.zeros((k, 2)), np.zeros(k, np.float32), meta))
+            meta = {"bbox": list(box), "area": box[2] * box[3], "crowd_index": float(im.get("crowdIndex", 0.0))}
+            out.append(
+                self._instance(im, image_id, box, aspect, np.zeros((k, 2)), np.zeros(k, np.float32), meta, score)
+            )
         return out
 
     def _instance(
         self,
         im: dict,
+        image_id: int,
         box: tuple[float, float, float, float],
         aspect: float,
         joints: np.ndarray,
         visible: np.ndarray,
         meta: dict[str, Any],
+        score: float,
     ) -> PoseInstance:
-        """The person crop of a clipped ``box`` on the image record ``im``: HRNet's aspect-fitted box padded × 1.25."""
+        """The person crop of a clipped ``box`` (with box ``score``) on image ``image_id`` whose record is ``im``:
+        HRNet's aspect-fitted box padded × 1.25."""
         center, size = box_to_center_size(box, aspect)
-        return PoseInstance(self.root / "images" / im["file_name"], center, size, joints, visible, meta)
+        meta = {"image": im["file_name"], **meta}
+        path = self.root / "images" / im["file_name"]
+        return PoseInstance(path, center, size, joints, visible, meta, image_id=image_id, box_score=score)
 
 
 def _clip_box(box: Any, width: int, height: int) -> tuple[float, float, float, float] | None:

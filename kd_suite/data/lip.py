@@ -83,12 +83,14 @@ def lip_records(root: Path, split: str, bad: BadSamples) -> list[tuple[str, Path
 
 
 class LIPDataset(SampleDataset):
-    """LIP samples → (image tensor, mask tensor, meta).
+    """LIP samples as dicts: ``image`` (3, H, W) float, ``mask`` (H, W) int64, ``id``, ``orig_size`` (h, w),
+    ``orig_mask`` ((H0, W0) int64 GT at the original size, or ``None`` when ``keep_original`` is off) and ``meta``
+    (``path``, ``flipped``).
 
     Training: optional horizontal flip that swaps the left/right classes (14↔15, 16↔17, 18↔19), then an
     albumentations pipeline (fit into ``input_size`` and pad with ignore, random scale/rotation, colour jitter)
-    that moves image and mask together. Validation: the whole image resized to ``input_size``; ``meta`` keeps the
-    original mask for metrics at the original resolution.
+    that moves image and mask together. Validation: the whole image resized to ``input_size``; ``orig_mask`` keeps
+    the original mask for metrics at the original resolution.
     """
 
     def __init__(
@@ -130,7 +132,7 @@ class LIPDataset(SampleDataset):
         super().reseed(seed)
         self.transform.set_random_seed(seed)
 
-    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def load(self, index: int) -> dict[str, Any]:
         sid, image_path, label_path = self.records[index]
         image = read_image(image_path)
         mask = read_label(label_path, len(LIP_CLASSES))
@@ -140,23 +142,35 @@ class LIPDataset(SampleDataset):
                 f"label size {mask.shape} differs from image size {image.shape[:2]}",
                 "labels must have the image's height and width; or pass skip_bad=True",
             )
-        meta: dict[str, Any] = {"id": sid, "path": str(image_path), "orig_size": mask.shape}
-        if self.keep_original:
-            meta["orig_mask"] = mask
+        orig_size = (int(mask.shape[0]), int(mask.shape[1]))  # (h, w)
+        orig_mask = torch.from_numpy(mask.astype(np.int64)) if self.keep_original else None  # (H0, W0) int64
+        meta: dict[str, Any] = {"path": str(image_path)}
         if self.flip and self.rng.random() < 0.5:
             image, mask = hflip_parsing(image, mask, self.lut)
             meta["flipped"] = True
         out = self.transform(image=image, mask=mask)
-        return to_tensor(out["image"]), torch.from_numpy(out["mask"].astype(np.int64)), meta
+        return {
+            "image": to_tensor(out["image"]),  # (3, H, W)
+            "mask": torch.from_numpy(out["mask"].astype(np.int64)),  # (H, W) int64
+            "id": sid,
+            "orig_size": orig_size,
+            "orig_mask": orig_mask,
+            "meta": meta,
+        }
 
 
-def collate_parsing(items: list[tuple[torch.Tensor, torch.Tensor, dict]]) -> ParsingBatch:
-    """Stack LIP samples into a :class:`ParsingBatch`."""
+def collate_parsing(items: list[dict[str, Any]]) -> ParsingBatch:
+    """Stack LIP samples into a :class:`ParsingBatch` with its evaluation targets (``ids``, ``orig_sizes`` and, for
+    val/test samples, ``orig_masks``)."""
+    masks = [i["orig_mask"] for i in items]
     return ParsingBatch(
-        image=torch.stack([i for i, _, _ in items]),  # (B, 3, H, W)
-        mask=torch.stack([m for _, m, _ in items]),  # (B, H, W) int64
-        meta=[d for _, _, d in items],
-        sample_id=sample_id_tensor([d for _, _, d in items]),
+        image=torch.stack([i["image"] for i in items]),  # (B, 3, H, W)
+        mask=torch.stack([i["mask"] for i in items]),  # (B, H, W) int64
+        meta=[i["meta"] for i in items],
+        sample_id=sample_id_tensor([i["meta"] for i in items]),  # (B,) int64
+        ids=[str(i["id"]) for i in items],
+        orig_sizes=torch.tensor([i["orig_size"] for i in items], dtype=torch.long).reshape(-1, 2),  # (B, 2) (h, w)
+        orig_masks=None if any(m is None for m in masks) else masks,  # [(H0, W0) int64]
     )
 
 

@@ -80,7 +80,7 @@ def mpii_instances(
         mat = mpii_gt_mat(root)
         if mat is None:
             warnings.warn(
-                f"{root}: no gt_valid.mat / mpii_gt_val.mat, so meta has no head_size (PCKh needs it)", stacklevel=2
+                f"{root}: no gt_valid.mat / mpii_gt_val.mat, so batches have no head_size (PCKh needs it)", stacklevel=2
             )
         else:
             heads = read_head_sizes(mat, len(entries))
@@ -120,7 +120,7 @@ def mpii_instances(
         side = scale * 200.0
         size = np.array([side, side]) if aspect == 1 else np.array([max(side, side * aspect), max(side, side / aspect)])
         meta = {
-            "image_id": str(e["image"]),
+            "image": str(e["image"]),
             "index": i,
             "bbox": _joint_box(joints - 1, vis),
             "scale_200": scale / 1.25,
@@ -128,9 +128,10 @@ def mpii_instances(
             "joints_vis": vis.tolist(),
         }
         meta["area"] = meta["bbox"][2] * meta["bbox"][3]
-        if heads is not None:
-            meta["head_size"] = float(heads[i])
-        out.append(PoseInstance(image, center - 1, size, joints - 1, (vis > 0).astype(np.float32), meta))
+        head = float("nan") if heads is None else float(heads[i])
+        out.append(
+            PoseInstance(image, center - 1, size, joints - 1, (vis > 0).astype(np.float32), meta, head_size=head)
+        )
     if not out:
         raise DatasetError(path, "no usable person instances", fix)
     return out
@@ -145,8 +146,9 @@ def _joint_box(joints: np.ndarray, vis: np.ndarray) -> list[float]:
 
 
 class MPIIDataModule(PoseDataModule):
-    """MPII top-down pose as :class:`PoseBatch` es (meta: ``image_id``, ``index`` (row of the split json),
-    ``center``, ``scale``, ``bbox``, ``area``, ``joints`` (original, 0-based), ``head_size`` on the val split).
+    """MPII top-down pose as :class:`PoseBatch` es with ``head_size`` on the val split (from ``gt_valid.mat``;
+    ``image_id`` is -1: MPII has no integer image ids). meta: ``image`` (file name), ``index`` (row of the split
+    json), ``center``, ``scale``, ``bbox``, ``area``, ``joints`` (original, 0-based).
 
     Args:
         root: the MPII folder (HRNet or mmpose layout).

@@ -34,7 +34,10 @@ class PoseInstance:
         size: (2,) crop box (w, h) in original pixels, with the input aspect ratio and padding applied.
         joints: (K, 2) joints in original pixels (0-based).
         visible: (K,) 1 = labelled joint.
-        meta: extra facts passed through to the batch (``image_id``, ``bbox``, ``head_size`` ...).
+        meta: free-form facts passed through to the batch (``image`` file name, ``bbox``, ``area`` ...).
+        image_id: COCO-style integer image id (CrowdPose AP); -1 when the dataset has none (MPII).
+        head_size: MPII head size (0.6 × head-box diagonal, the PCKh normaliser); NaN when unknown.
+        box_score: score of the person box (1 for GT boxes, the detector's score for detected ones).
     """
 
     image: Path
@@ -43,6 +46,9 @@ class PoseInstance:
     joints: np.ndarray
     visible: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    image_id: int = -1
+    head_size: float = float("nan")
+    box_score: float = 1.0
 
 
 class TopDownDataset(SampleDataset):
@@ -131,12 +137,16 @@ class TopDownDataset(SampleDataset):
             "visible": torch.from_numpy(visible.astype(np.float32)),
             "heatmaps": torch.from_numpy(heatmaps),
             "inv_affine": torch.from_numpy(invert_affine(warp).astype(np.float32)),
+            "image_id": int(inst.image_id),
+            "head_size": float(inst.head_size),
+            "box_score": float(inst.box_score),
             "meta": meta,
         }
 
 
 def collate_pose(items: list[dict[str, Any]]) -> PoseBatch:
-    """Stack person crops into a :class:`PoseBatch`."""
+    """Stack person crops into a :class:`PoseBatch` with its evaluation targets (``head_size``, ``image_id``,
+    ``box_score``)."""
     return PoseBatch(
         image=torch.stack([i["image"] for i in items]),  # (B, 3, H, W)
         keypoints=torch.stack([i["keypoints"] for i in items]),  # (B, K, 2)
@@ -144,7 +154,10 @@ def collate_pose(items: list[dict[str, Any]]) -> PoseBatch:
         heatmaps=torch.stack([i["heatmaps"] for i in items]),  # (B, K, H/s, W/s)
         inv_affine=torch.stack([i["inv_affine"] for i in items]),  # (B, 2, 3)
         meta=[i["meta"] for i in items],
-        sample_id=sample_id_tensor([i["meta"] for i in items]),
+        sample_id=sample_id_tensor([i["meta"] for i in items]),  # (B,) int64
+        head_size=torch.tensor([i["head_size"] for i in items], dtype=torch.float32),  # (B,) NaN = unknown
+        image_id=torch.tensor([i["image_id"] for i in items], dtype=torch.long),  # (B,) -1 = unknown
+        box_score=torch.tensor([i["box_score"] for i in items], dtype=torch.float32),  # (B,)
     )
 
 

@@ -108,15 +108,17 @@ def voc_records(
             bad.handle(err)
             continue
         keep = np.ones(len(ann["labels"]), bool) if keep_difficult else ~ann["difficult"]
-        meta = {"image_id": image_id, "year": year, "difficult": ann["difficult"][keep].tolist(), "size": ann["size"]}
-        out.append(DetectionRecord(image, ann["boxes"][keep], ann["labels"][keep], ann["difficult"][keep], meta))
+        meta = {"year": year, "size": ann["size"]}
+        boxes, labels, difficult = ann["boxes"][keep], ann["labels"][keep], ann["difficult"][keep]
+        out.append(DetectionRecord(image, boxes, labels, difficult, meta, image_id=image_id))
     if not out:
         raise DatasetError(base / "ImageSets" / "Main" / f"{split}.txt", "no usable images", "check the split list")
     return out
 
 
 class VOCDataModule(DetectionDataModule):
-    """VOC-layout detection as :class:`DetectionBatch` es (meta: ``image_id``, ``orig_size``, ``scale``, ``pad``).
+    """VOC-layout detection as :class:`DetectionBatch` es with ``image_ids`` (VOC ids), ``orig_size``, ``difficult``
+    and, for validation, the letterbox ``scale`` and ``pad`` (meta: ``year``, ``size``).
 
     ``synth_if_missing`` writes a synthetic VOC2007 set, which needs ``standing``/``fallen`` or ``person`` among
     ``class_names``.

@@ -27,6 +27,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from tqdm import tqdm
 
+from ..data.batch import ParsingBatch, require_targets
 from ..data.schema import LIP_CLASSES
 from ..evaluation import TaskMetric, first_occurrences, sample_ids
 
@@ -150,7 +151,7 @@ class ParsingScores(TaskMetric):
     """Validation metric of :class:`~kd_suite.tasks.parsing.ParsingDistiller`: one confusion matrix per image.
 
     ``update(labels, batch)`` takes the predicted (H, W) class ids of each image at its original size and compares them
-    with ``batch.meta[i]["orig_mask"]``. Matrices are kept per image with ``batch.sample_id`` so that :meth:`compute`
+    with ``batch.orig_masks[i]``. Matrices are kept per image with ``batch.sample_id`` so that :meth:`compute`
     sums each image once even when DDP's sampler repeated it; the result is :func:`summary`'s dict.
     """
 
@@ -163,9 +164,9 @@ class ParsingScores(TaskMetric):
         self.add_state("confmats", default=[], dist_reduce_fx="cat")
         self.add_state("ids", default=[], dist_reduce_fx="cat")
 
-    def update(self, labels: list[Tensor], batch: Any) -> None:
+    def update(self, labels: list[Tensor], batch: ParsingBatch) -> None:
         targets = orig_masks(batch)
-        for pred, gt in zip(labels, targets):
+        for pred, gt in zip(labels, targets, strict=True):
             cm = confusion_matrix(pred, gt.to(pred.device), self.num_classes, self.ignore_index)  # (K, K)
             self.confmats.append(cm[None])
         self.ids.append(sample_ids(batch).to(self.device))
@@ -180,15 +181,14 @@ class ParsingScores(TaskMetric):
         return main | {f"iou/{name}": v for name, v in results["per_class_iou"].items()}
 
 
-def orig_masks(batch: Any) -> list[Tensor]:
-    """The original-resolution GT masks of a validation batch (``meta[i]["orig_mask"]``)."""
-    if not batch.meta or any("orig_mask" not in m for m in batch.meta):
-        raise KeyError(
-            "ParsingDistiller evaluates at the original resolution: every validation sample needs "
-            "meta['orig_mask'] (H, W) uint8 and meta['orig_size'] (H, W); the DataModule's val/test set must "
-            "provide them"
-        )
-    return [torch.as_tensor(np.asarray(m["orig_mask"])) for m in batch.meta]
+def orig_masks(batch: ParsingBatch) -> list[Tensor]:
+    """The (H0, W0) GT masks at the original resolution of a validation batch (``batch.orig_masks``).
+
+    Raises:
+        MissingTargetError: the batch has no ``orig_masks`` (a training batch, or one built by hand without them).
+    """
+    require_targets(batch, ("orig_masks",), "the LIP protocol (scores at the original resolution)")
+    return batch.orig_masks
 
 
 def find_gt_dir(gt: Path, split: str = "val") -> Path:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .parsing import ParsingMetric
+from ..data.batch import require_targets
+from .parsing import ParsingMetric, orig_masks
 from .pckh import pckh_table
 
 __all__ = ["majority_class_miou", "mean_pose_pckh", "trivial_score"]
@@ -47,9 +47,10 @@ def mean_pose_pckh(datamodule: Any) -> float:
         preds.append(to_original(coords, (h, w), batch.inv_affine.double()))
         gts.append(apply_affine(batch.keypoints.double(), batch.inv_affine))
         visible.append(batch.visible.double())
-        heads += [m["head_size"] for m in batch.meta]
-    pred, gt, vis = (torch.cat(x).numpy() for x in (preds, gts, visible))
-    return pckh_table(pred, gt, vis, np.asarray(heads, np.float64))["Mean"]
+        require_targets(batch, ("head_size",), "the mean-pose PCKh")
+        heads.append(batch.head_size.double())  # (B,)
+    pred, gt, vis, head = (torch.cat(x).numpy() for x in (preds, gts, visible, heads))
+    return pckh_table(pred, gt, vis, head)["Mean"]
 
 
 def majority_class_miou(datamodule: Any, num_classes: int) -> float:
@@ -63,8 +64,7 @@ def majority_class_miou(datamodule: Any, num_classes: int) -> float:
     majority = counts.argmax(-1).float()[None, None]  # (1, 1, H, W)
     metric = ParsingMetric(num_classes=num_classes)
     for batch in _loader(datamodule, datamodule.val_split, train_style=False):
-        for m in batch.meta:
-            target = torch.as_tensor(np.asarray(m["orig_mask"]))  # (H0, W0)
+        for target in orig_masks(batch):  # (H0, W0)
             pred = F.interpolate(majority, size=target.shape, mode="nearest")[0, 0].long()  # (H0, W0)
             metric.update(pred, target)
     return 100.0 * float(metric.compute()["mIoU"])

@@ -151,19 +151,18 @@ def _show(args: argparse.Namespace) -> int:
     for i in picks:
         item = dataset[int(i)]
         if args.format == "lip":
-            image, mask, meta = item
-            images.append(overlay_mask(denormalize(image), mask.numpy().astype(np.uint8)))
-            titles.append(f"{meta['id']}" + (" (flipped)" if meta.get("flipped") else ""))
+            images.append(overlay_mask(denormalize(item["image"]), item["mask"].numpy().astype(np.uint8)))
+            titles.append(f"{item['id']}" + (" (flipped)" if item["meta"].get("flipped") else ""))
         elif args.format in ("mpii", "crowdpose"):
             images.append(
                 draw_pose(denormalize(item["image"]), item["keypoints"].numpy(), item["visible"].numpy(), args.format)
             )
-            titles.append(f"{item['meta']['image_id']}" + (" (flipped)" if item["meta"]["flipped"] else ""))
+            titles.append(f"{item['meta']['image']}" + (" (flipped)" if item["meta"]["flipped"] else ""))
         else:
             images.append(
                 draw_boxes(denormalize(item["image"]), item["boxes"].numpy(), item["labels"].tolist(), dm.class_names)
             )
-            titles.append(f"{item['meta']['image_id']}" + (" (flipped)" if item["meta"].get("flipped") else ""))
+            titles.append(f"{item['image_id']}" + (" (flipped)" if item["meta"].get("flipped") else ""))
     legend = {"lip": "LIP palette", "mpii": "left blue / right red", "crowdpose": "left blue / right red"}
     mode = "train transforms" if args.augmented else "val transforms"
     titles[0] = f"{titles[0]}\n[{args.format} {args.split}, {mode}, {legend.get(args.format, 'boxes')}]"

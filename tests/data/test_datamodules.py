@@ -33,7 +33,7 @@ def test_parsing_batches(synth_root: Path) -> None:
         assert batch.mask.shape == (3, 64, 48) and batch.mask.dtype == torch.int64
         values = set(batch.mask.unique().tolist())
         assert values <= set(range(20)) | {255}
-        assert ("orig_mask" in batch.meta[0]) != train
+        assert (batch.orig_masks is None) == train and len(batch.ids) == 3 and batch.orig_sizes.shape == (3, 2)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_pose_batches(synth_root: Path, cls, folder: str, size: tuple[int, int],
         inside = (batch.keypoints >= 0).all(-1) & (batch.keypoints[..., 0] <= size[1] - 1)
         inside &= batch.keypoints[..., 1] <= size[0] - 1
         assert (peaks[(batch.visible > 0) & inside] > 0.8).all()
-    assert "head_size" in batch.meta[0] if cls is MPIIDataModule else "crowd_index" in batch.meta[0]
+    assert batch.head_size.isfinite().all() if cls is MPIIDataModule else "crowd_index" in batch.meta[0]
 
 
 @pytest.mark.parametrize("mosaic", [False, True])
@@ -86,7 +86,8 @@ def test_detection_batches(synth_root: Path, mosaic: bool) -> None:
             assert (real[:, 2] > real[:, 0]).all() and (real[:, 3] > real[:, 1]).all()
             assert real[:, [0, 2]].min() >= 0 and real[:, [0, 2]].max() <= 128 and real[:, [1, 3]].max() <= 96
             assert (batch.boxes[~batch.valid] == 0).all()
-        assert {"image_id", "orig_size", "scale", "pad"} <= set(batch.meta[0])
+        assert len(batch.image_ids) == 3 and batch.orig_size.shape == (3, 2)
+        assert batch.scale.shape == (3,) and batch.pad.shape == (3, 2) and batch.difficult.shape == batch.labels.shape
     assert dm.val_ann_file.name == "instances_val.json"
 
 
@@ -216,7 +217,7 @@ def test_alternative_layouts_schp_lip_and_mmpose_mpii(synth_root: Path, tmp_path
     dm = MPIIDataModule(str(mm), batch_size=2, num_workers=0, input_size=(32, 32), val_split="valid")
     dm.setup("validate")
     assert dm.val_ann_file == mm / "annotations" / "mpii_gt_val.mat"
-    assert all(m["head_size"] > 0 for m in next(iter(dm.val_dataloader())).meta)
+    assert (next(iter(dm.val_dataloader())).head_size > 0).all()
 
 
 def test_datamodules_parse_with_jsonargparse() -> None:

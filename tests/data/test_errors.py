@@ -72,8 +72,8 @@ def test_lip_missing_corrupt_and_out_of_range_samples(synth_root: Path, tmp_path
     with _raises(labels / f"{ids[2]}.png", "[20]", "out of range"):
         strict.datasets["val"][2]
     with pytest.warns(UserWarning, match="skipped bad sample"):
-        _, _, meta = dm.datasets["val"][0]  # ids[1] is index 0 after skipping ids[0]: replaced by the next good one
-    assert meta["id"] not in (ids[1], ids[2])
+        sample = dm.datasets["val"][0]  # ids[1] is index 0 after skipping ids[0]: replaced by the next good one
+    assert sample["id"] not in (ids[1], ids[2])
 
 
 def test_lip_empty_id_list(synth_root: Path, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_voc_class_not_in_list_degenerate_box_and_missing_xml(synth_root: Path, 
     dm = VOCDataModule(str(root), class_names=FALL, skip_bad=True)
     with pytest.warns(UserWarning, match="skipped bad sample #1"):
         dm.setup("validate")
-    assert first not in [r.meta["image_id"] for r in dm.datasets["val"].records]
+    assert first not in [r.image_id for r in dm.datasets["val"].records]
 
 
 def test_coco_bad_annotations(synth_root: Path, tmp_path: Path) -> None:
@@ -189,4 +189,4 @@ def test_corrupt_pose_image_is_lazy_and_skippable(synth_root: Path, tmp_path: Pa
     dm.setup("validate")
     with pytest.warns(UserWarning, match=re.escape(str(bad))):
         sample = dm.datasets["val"][0]
-    assert sample["meta"]["image_id"] != entries[0]["image"]
+    assert sample["meta"]["image"] != entries[0]["image"]

@@ -49,12 +49,12 @@ def test_mpii_real_json_and_images(real_fixtures: Path, tmp_path: Path) -> None:
     assert dm.val_ann_file == root / "annot" / "gt_valid.mat"
     for i, e in enumerate(entries):
         vis = np.asarray(e["joints_vis"]) > 0
-        assert batch.meta[i]["index"] == i and batch.meta[i]["image_id"] == e["image"]
+        assert batch.meta[i]["index"] == i and batch.meta[i]["image"] == e["image"] and batch.image_id[i] == -1
         back = _to_original(batch)[i].numpy()
         np.testing.assert_allclose(back[vis], np.asarray(e["joints"])[vis] - 1, atol=1e-3)  # 1-based → 0-based
         np.testing.assert_array_equal(batch.visible[i].numpy() > 0, vis)
         (x1, y1, x2, y2) = heads[i]
-        assert batch.meta[i]["head_size"] == pytest.approx(0.6 * np.hypot(x2 - x1, y2 - y1))
+        assert batch.head_size[i].item() == pytest.approx(0.6 * np.hypot(x2 - x1, y2 - y1), rel=1e-6)
     train = next(iter(dm.train_dataloader()))
     assert train.image.shape[1:] == (3, 128, 128) and train.keypoints.dtype == torch.float32
 
@@ -82,7 +82,8 @@ def test_crowdpose_real_json_gt_boxes_and_detections(real_fixtures: Path, tmp_pa
     for i, a in enumerate(people):
         kps = np.asarray(a["keypoints"], float).reshape(14, 3)
         lab = kps[:, 2] > 0
-        assert batch.meta[i]["image_id"] == a["image_id"] and batch.meta[i]["crowd_index"] == crowd[a["image_id"]]
+        assert batch.image_id[i] == a["image_id"] and batch.meta[i]["crowd_index"] == crowd[a["image_id"]]
+        assert batch.box_score[i] == 1.0  # GT boxes
         np.testing.assert_allclose(back[i][lab], kps[lab, :2], atol=1e-3)
         np.testing.assert_array_equal(batch.visible[i].numpy() > 0, lab)
     assert dm.val_ann_file == root / "json" / "crowdpose_val.json"
@@ -99,7 +100,8 @@ def test_crowdpose_real_json_gt_boxes_and_detections(real_fixtures: Path, tmp_pa
     dm.setup("validate")
     kept = [d for d in dets if d["score"] >= 0.5]
     assert len(dm.datasets["val"]) == len(kept)
-    assert sorted(m["score"] for m in next(iter(dm.val_dataloader())).meta) == sorted(d["score"] for d in kept)
+    scores = next(iter(dm.val_dataloader())).box_score.tolist()
+    assert sorted(scores) == pytest.approx(sorted(d["score"] for d in kept), rel=1e-6)  # float32 box scores
 
 
 def test_lip_real_images_with_jppnet_list(real_fixtures: Path, tmp_path: Path) -> None:
@@ -123,10 +125,10 @@ def test_lip_real_images_with_jppnet_list(real_fixtures: Path, tmp_path: Path) -
     batch = next(iter(dm.val_dataloader()))
     assert batch.image.shape == (6, 3, 96, 64) and batch.mask.shape == (6, 96, 64) and batch.mask.dtype == torch.int64
     order = [line.split("/")[-1][:-4] for line in (root / "TrainVal_images" / "val_id.txt").read_text().split()]
-    assert [m["id"] for m in batch.meta] == order
-    for m in batch.meta:
-        np.testing.assert_array_equal(m["orig_mask"], written[m["id"]])
-        assert tuple(m["orig_size"]) == written[m["id"]].shape
+    assert batch.ids == order
+    for sid, orig, size in zip(batch.ids, batch.orig_masks, batch.orig_sizes.tolist()):
+        np.testing.assert_array_equal(orig.numpy(), written[sid])
+        assert orig.dtype == torch.int64 and tuple(size) == written[sid].shape
     assert set(batch.mask.unique().tolist()) == {0, 14, 15, 255}
 
 
@@ -144,9 +146,9 @@ def test_voc_real_xml(real_fixtures: Path, tmp_path: Path) -> None:
     dm.setup("fit")
     assert dm.val_ids == ["000002"] and dm.num_classes == 20
     batch = next(iter(dm.val_dataloader()))
-    meta = batch.meta[0]
-    assert batch.image.shape == (1, 3, 128, 128) and meta["orig_size"] == (500, 335)
-    back = (batch.boxes[0, 0].numpy() - np.array([*meta["pad"], *meta["pad"]])) / meta["scale"]
+    assert batch.image.shape == (1, 3, 128, 128) and batch.orig_size[0].tolist() == [500, 335]
+    pad, scale = batch.pad[0].numpy(), batch.scale[0].item()
+    back = (batch.boxes[0, 0].numpy() - np.array([*pad, *pad])) / scale
     np.testing.assert_allclose(back, ann["boxes"][0], atol=1e-3)
     train = next(iter(dm.train_dataloader()))
     assert train.boxes.shape[-1] == 4 and (train.labels[train.labels >= 0] == 18).all()
@@ -163,10 +165,10 @@ def test_coco_loader_on_real_crowdpose_json(real_fixtures: Path, tmp_path: Path)
     )
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
-    for i, meta in enumerate(batch.meta):
-        want = [a["bbox"] for a in gt["annotations"] if a["image_id"] == meta["image_id"] and not a["iscrowd"]]
+    for i, image_id in enumerate(batch.image_ids):
+        want = [a["bbox"] for a in gt["annotations"] if a["image_id"] == image_id and not a["iscrowd"]]
         valid = batch.labels[i] >= 0
-        pad = np.array([*meta["pad"], *meta["pad"]])
-        back = (batch.boxes[i][valid].numpy() - pad) / meta["scale"]
+        pad = np.array([*batch.pad[i].numpy(), *batch.pad[i].numpy()])
+        back = (batch.boxes[i][valid].numpy() - pad) / batch.scale[i].item()
         want_xyxy = np.array([[x, y, min(x + w, 640), y + h] for x, y, w, h in want])
         np.testing.assert_allclose(back, want_xyxy, atol=1e-2)

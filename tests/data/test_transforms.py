@@ -47,11 +47,13 @@ def test_lip_dataset_flip_equals_mirrored_mask_with_swapped_classes(tmp_path: Pa
     records = [("a", tmp_path / "a.jpg", tmp_path / "a.png")]
     plain = LIPDataset(records, (h, w), BadSamples(False, "t"))  # input size = image size: resize is the identity
     flipping = LIPDataset(records, (h, w), BadSamples(False, "t"), flip=True)
-    _, m0, _ = plain[0]
+    m0 = plain[0]["mask"]
     seen = set()
     for seed in range(20):
         flipping.reseed(seed)
-        _, m1, meta = flipping[0]
+        sample = flipping[0]
+        m1, meta = sample["mask"], sample["meta"]
+        np.testing.assert_array_equal(sample["orig_mask"].numpy(), mask)  # the GT at the original size is not flipped
         seen.add(bool(meta.get("flipped")))
         want = m0.numpy()[:, ::-1] if meta.get("flipped") else m0.numpy()
         if meta.get("flipped"):

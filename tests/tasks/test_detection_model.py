@@ -120,10 +120,10 @@ def test_postprocess_keeps_at_most_max_det():
 
 
 def test_unletterbox_inverts_resize_and_pad_and_clips():
-    meta = {"scale": 0.5, "pad": (10, 20), "orig_size": (100, 200)}
     boxes = torch.tensor([[10.0, 20.0, 60.0, 45.0], [0.0, 0.0, 200.0, 200.0]])
-    out = unletterbox(boxes, meta)
+    out = unletterbox(boxes, 0.5, (10, 20), (100, 200))
     assert out[0].tolist() == pytest.approx([0.0, 0.0, 100.0, 50.0])
     assert out[1].tolist() == pytest.approx([0.0, 0.0, 200.0, 100.0])  # clipped to (w, h) = (200, 100)
-    with pytest.raises(KeyError, match="pad"):
-        unletterbox(boxes, {"scale": 1.0, "orig_size": (1, 1)})
+    # the typed batch fields of one image: scale (), pad (2,) float32, orig_size (2,) int64
+    typed = unletterbox(boxes, torch.tensor(0.5), torch.tensor([10.0, 20.0]), torch.tensor([100, 200]))
+    torch.testing.assert_close(typed, out)

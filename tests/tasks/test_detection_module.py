@@ -4,6 +4,7 @@ the L1 switch and clear errors."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from kd_suite.data.batch import DetectionBatch, MissingTargetError
 from kd_suite.data.voc import VOCDataModule, read_voc_annotation
 from kd_suite.metrics.detection import ImageRecord, evaluate_voc_files, voc_evaluate
 from kd_suite.tasks.detection import YOLOX, DetectionDistiller
@@ -82,15 +84,16 @@ def test_validation_matches_an_independent_evaluation_and_the_results_file(voc_r
     records, results = [], []
     with torch.no_grad():
         for batch in dm.val_dataloader():
-            for det, meta in zip(postprocess(net(batch.image), net.strides, 0.0, 0.65, 300), batch.meta):
-                boxes = ((det["boxes"] - torch.tensor(meta["pad"] * 2)) / meta["scale"]).numpy()
-                h, w = meta["orig_size"]
+            for i, det in enumerate(postprocess(net(batch.image), net.strides, 0.0, 0.65, 300)):
+                image_id, scale, pad = batch.image_ids[i], batch.scale[i].item(), batch.pad[i].tolist()
+                boxes = ((det["boxes"] - torch.tensor(pad * 2)) / scale).numpy()
+                ann = read_voc_annotation(voc_root / "VOC2007" / "Annotations" / f"{image_id}.xml", CLASSES)
+                h, w = ann["size"]
                 boxes = np.clip(boxes, 0, [w, h, w, h])
-                ann = read_voc_annotation(voc_root / "VOC2007" / "Annotations" / f"{meta['image_id']}.xml", CLASSES)
                 scores, labels = det["scores"].numpy(), det["labels"].numpy()
-                records.append(ImageRecord(meta["image_id"], (h, w), boxes, scores, labels, ann["boxes"], ann["labels"],
+                records.append(ImageRecord(image_id, (h, w), boxes, scores, labels, ann["boxes"], ann["labels"],
                                            ann["difficult"]))  # fmt: skip
-                results += [{"image_id": meta["image_id"], "category_id": int(k), "score": float(s),
+                results += [{"image_id": image_id, "category_id": int(k), "score": float(s),
                              "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
                             for b, s, k in zip(boxes, det["scores"], det["labels"])]  # fmt: skip
     expected = voc_evaluate(records, CLASSES)
@@ -110,13 +113,15 @@ def test_gt_of_the_records_is_the_annotation_in_original_pixels(voc_root):
     scores = DetectionScores("voc", tuple(CLASSES))
     for batch in dm.val_dataloader():
         empty = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
-        scores.update(empty * len(batch.meta), batch)
+        scores.update(empty * len(batch.image_ids), batch)
     evaluator = scores.evaluator
     assert sorted(evaluator.records) == sorted(dm.val_ids)
     for key, rec in evaluator.records.items():
         ann = read_voc_annotation(voc_root / "VOC2007" / "Annotations" / f"{key}.xml", CLASSES)
         assert np.allclose(rec.gt_boxes, ann["boxes"], atol=1e-3) and (rec.gt_labels == ann["labels"]).all()
         assert rec.size == tuple(ann["size"])
+        np.testing.assert_array_equal(rec.gt_difficult, ann["difficult"])
+    assert any(rec.gt_difficult.any() for rec in evaluator.records.values())  # the flags reach the evaluator
 
 
 def test_predict_step_returns_original_image_boxes(voc_root):
@@ -180,6 +185,21 @@ def test_clear_errors(voc_root):
         DetectionDistiller(model(), teacher=YOLOX(5, "s", depth=0.33, width=0.125))
     with pytest.raises(ValueError, match="metric"):
         DetectionDistiller(model(), metric="map")  # type: ignore[arg-type]
+
+
+def test_evaluation_names_a_missing_letterbox_field(voc_root):
+    dm = datamodule(voc_root)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    empty = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
+    no_pad = dataclasses.replace(batch, pad=None)
+    with pytest.raises(MissingTargetError, match=r"DetectionBatch\.pad is not set .* VOCDataModule"):
+        DetectionScores("voc", tuple(CLASSES)).update(empty * len(batch.image_ids), no_pad)
+    with pytest.raises(MissingTargetError, match=r"DetectionBatch\.scale"):
+        DetectionDistiller(model()).predict_step(dataclasses.replace(batch, scale=None), 0)
+    with pytest.raises(MissingTargetError, match=r"DetectionBatch\.orig_size"):
+        DetectionScores("voc", tuple(CLASSES)).update(empty, DetectionBatch(batch.image[:1], batch.boxes[:1],
+                                                                            batch.labels[:1]))  # fmt: skip
 
 
 def test_render_draws_only_confident_detections(voc_root, monkeypatch):

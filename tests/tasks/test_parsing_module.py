@@ -16,10 +16,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from kd_suite.consistency import ConsistencyError
-from kd_suite.data.batch import ParsingBatch
+from kd_suite.data.batch import MissingTargetError, ParsingBatch
 from kd_suite.data.facts import DatasetFacts
+from kd_suite.data.lip import collate_parsing
 from kd_suite.data.schema import LIP_CLASSES, LIP_FLIP_PAIRS
-from kd_suite.metrics.parsing import evaluate_files
+from kd_suite.metrics.parsing import ParsingScores, evaluate_files
 from kd_suite.outputs import ParsingOutput
 from kd_suite.tasks.parsing import ParsingDistiller, ParsingNet, PSPParsingNet, flip_logits, write_predictions
 
@@ -29,11 +30,15 @@ K, SIZE = 20, 32
 
 
 class TinyLIP(Dataset):
-    """Random images at SIZE², original masks of other sizes (with ignore pixels), like LIP val after resizing."""
+    """Random images at SIZE², original masks of other sizes (with ignore pixels), like LIP val after resizing.
+
+    Items have LIPDataset's layout, so :func:`collate_parsing` stacks them; ``originals`` keeps each id's (H0, W0)
+    uint8 GT for the independent evaluations below.
+    """
 
     def __init__(self, n: int = 6, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        self.items = []
+        self.items, self.originals = [], {}
         for i in range(n):
             h, w = (int(v) for v in rng.integers(20, 48, size=2))
             orig = rng.integers(0, K, size=(h, w)).astype(np.uint8)
@@ -42,23 +47,20 @@ class TinyLIP(Dataset):
             cols = np.arange(SIZE) * w // SIZE
             mask = torch.from_numpy(orig[rows][:, cols].astype(np.int64))  # nearest resize to the input
             image = torch.from_numpy(rng.standard_normal((3, SIZE, SIZE)).astype(np.float32))
-            self.items.append((image, mask, {"id": f"img{i}", "orig_size": (h, w), "orig_mask": orig}))
+            target = torch.from_numpy(orig.astype(np.int64))
+            self.items.append({"image": image, "mask": mask, "id": f"img{i}", "orig_size": (h, w), "orig_mask": target,
+                               "meta": {}})  # fmt: skip
+            self.originals[f"img{i}"] = orig
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple:
+    def __getitem__(self, i: int) -> dict:
         return self.items[i]
 
 
-def collate(items: list[tuple]) -> ParsingBatch:
-    return ParsingBatch(
-        torch.stack([a for a, _, _ in items]), torch.stack([b for _, b, _ in items]), [m for *_, m in items]
-    )
-
-
 def loader(n: int = 6, batch_size: int = 3) -> DataLoader:
-    return DataLoader(TinyLIP(n), batch_size=batch_size, collate_fn=collate)
+    return DataLoader(TinyLIP(n), batch_size=batch_size, collate_fn=collate_parsing)
 
 
 def student() -> ParsingNet:
@@ -94,7 +96,8 @@ def trainer(**kwargs: Any) -> L.Trainer:
 
 
 def reference_scores(model: torch.nn.Module, data: DataLoader, flip: bool = False) -> dict:
-    """Independent evaluation: eval logits, upsample each to its original size, argmax, numpy scores."""
+    """Independent evaluation: eval logits, upsample each to its original size, argmax, numpy scores against the
+    dataset's own original masks (looked up by id)."""
     model.eval()
     preds, gts = [], []
     with torch.no_grad():
@@ -102,10 +105,11 @@ def reference_scores(model: torch.nn.Module, data: DataLoader, flip: bool = Fals
             logits = model(batch.image).logits
             if flip:
                 logits = (logits + flip_logits(model(batch.image.flip(-1)).logits)) / 2
-            for lg, meta in zip(logits, batch.meta):
-                up = F.interpolate(lg[None], size=meta["orig_size"], mode="bilinear", align_corners=False)
+            for lg, sid in zip(logits, batch.ids):
+                orig = data.dataset.originals[sid]
+                up = F.interpolate(lg[None], size=orig.shape, mode="bilinear", align_corners=False)
                 preds.append(up[0].argmax(0).numpy())
-                gts.append(meta["orig_mask"])
+                gts.append(orig)
     return numpy_scores(preds, gts, K)
 
 
@@ -166,8 +170,8 @@ def test_written_predictions_score_like_validation(tmp_path):
     result = trainer().validate(module, loader(), verbose=False)[0]
     assert write_predictions(module, loader(), tmp_path / "pred") == 6
     (tmp_path / "gt").mkdir()
-    for _, _, meta in TinyLIP():
-        Image.fromarray(meta["orig_mask"], mode="L").save(tmp_path / "gt" / f"{meta['id']}.png")
+    for sid, orig in TinyLIP().originals.items():
+        Image.fromarray(orig, mode="L").save(tmp_path / "gt" / f"{sid}.png")
     scores = evaluate_files(tmp_path / "gt", tmp_path / "pred")
     assert scores["num_images"] == 6
     assert scores["mIoU"] == pytest.approx(result["val/mIoU"], abs=1e-6)
@@ -194,14 +198,22 @@ def test_wandb_pictures_show_gt_teacher_and_student_side_by_side(tmp_path):
     assert sent[0][0].image.size == (3 * SIZE, SIZE)  # three renderings side by side
 
 
-def test_clear_errors():
+def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="predicts 20 classes but num_classes=7"):
         ParsingDistiller(student(), num_classes=7)
     with pytest.raises(ValueError, match="flip pairs"):
         ParsingDistiller(student(), flip_pairs=((14, 25),))
-    data = [(torch.zeros(3, SIZE, SIZE), torch.zeros(SIZE, SIZE, dtype=torch.long), {"id": "x"})]
-    with pytest.raises(KeyError, match="orig_mask"):
-        trainer().validate(ParsingDistiller(student()), DataLoader(data, collate_fn=collate), verbose=False)
+    item = {"image": torch.zeros(3, SIZE, SIZE), "mask": torch.zeros(SIZE, SIZE, dtype=torch.long), "id": "x",
+            "orig_size": (SIZE, SIZE), "orig_mask": None, "meta": {}}  # fmt: skip
+    with pytest.raises(MissingTargetError, match=r"ParsingBatch\.orig_masks is not set .* LIPDataModule"):
+        trainer().validate(ParsingDistiller(student()), DataLoader([item], collate_fn=collate_parsing), verbose=False)
+    batch = ParsingBatch(torch.zeros(1, 3, SIZE, SIZE), torch.zeros(1, SIZE, SIZE, dtype=torch.long))
+    with pytest.raises(MissingTargetError, match=r"ParsingBatch\.orig_sizes"):
+        ParsingDistiller(student()).decode(student(), batch, None)
+    with pytest.raises(MissingTargetError, match=r"ParsingBatch\.orig_masks"):
+        ParsingScores(K).update([torch.zeros(SIZE, SIZE, dtype=torch.long)], batch)
+    with pytest.raises(MissingTargetError, match=r"ParsingBatch\.ids"):
+        write_predictions(ParsingDistiller(student()), [batch], tmp_path)
 
 
 def test_render_overlays_prediction_or_ground_truth():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.io import savemat
 
 from kd_suite.cli import main
+from kd_suite.data.batch import MissingTargetError, PoseBatch
 from kd_suite.metrics.keypoints import (
     COCO_SIGMAS,
     evaluate_coco_files,
@@ -18,6 +21,7 @@ from kd_suite.metrics.keypoints import (
     keypoint_results,
 )
 from kd_suite.metrics.pckh import evaluate_files, pckh_table
+from kd_suite.tasks.pose.scores import PoseScores
 
 GOLDEN = {
     "AP": 0.7877215935879303,
@@ -190,3 +194,22 @@ def test_keypoint_results_rescoring():
     res = keypoint_results(kpts, np.array([5, 6]), vis_threshold=0.2)
     assert res[0]["score"] == pytest.approx((0.9 + 0.5 + 0.3) / 3) and res[1]["score"] == 0.0
     assert res[0]["image_id"] == 5 and len(res[0]["keypoints"]) == 12
+
+
+def test_pose_scores_read_the_typed_targets_and_name_a_missing_one():
+    n, k = 2, 16
+    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(n, 2, 3)  # crop = original pixels
+    batch = PoseBatch(torch.zeros(n, 3, 8, 8), torch.zeros(n, k, 2), torch.ones(n, k), torch.zeros(n, k, 2, 2), eye)
+    pred = torch.zeros(n, k, 3)  # exactly on the GT joints
+    with pytest.raises(MissingTargetError, match=r"PoseBatch\.head_size is not set but PoseScores\(metric='pckh'\)"):
+        PoseScores("pckh").update(pred, batch)
+    with pytest.raises(MissingTargetError, match=r"PoseBatch\.image_id .* CrowdPoseDataModule"):
+        PoseScores("crowdpose", "gt.json").update(pred, batch)
+    scores = PoseScores("pckh")
+    scores.update(pred, dataclasses.replace(batch, head_size=torch.ones(n)))
+    result = scores.compute()
+    assert result["PCKh"] == 100.0 and result["arrays"]["image_id"].tolist() == [-1.0, -1.0]
+    unknown = PoseScores("pckh")
+    unknown.update(pred, dataclasses.replace(batch, head_size=torch.tensor([1.0, float("nan")])))
+    with pytest.raises(ValueError, match=r"PoseBatch\.head_size .* NaN"):
+        unknown.compute()

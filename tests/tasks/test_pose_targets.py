@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -58,7 +57,7 @@ def test_gt_heatmaps_decode_to_full_pckh(mpii_root, input_size, stride, sigma):
     coords, _ = heatmaps_to_coords(batch.heatmaps)  # HeatmapNet's decoding with its default (size-following) kernel
     pred = to_original(coords, input_size, batch.inv_affine)  # (B, K, 2) original pixels
     gt = apply_affine(batch.keypoints.float(), batch.inv_affine)
-    heads = np.array([m["head_size"] for m in batch.meta])
+    heads = batch.head_size.double().numpy()  # (B,)
     table = pckh_table(pred.double().numpy(), gt.double().numpy(), batch.visible.double().numpy(), heads)
     assert table["Mean"] >= 99.5, table
     assert min(v for k, v in table.items() if not k.startswith("Mean")) >= 95.0, table  # no joint left behind
@@ -72,7 +71,7 @@ def test_fixed_large_kernel_on_small_maps_was_the_defect(mpii_root):
     coords, _ = heatmaps_to_coords(batch.heatmaps, blur_kernel=11)
     pred = to_original(coords, (64, 64), batch.inv_affine)
     gt = apply_affine(batch.keypoints.float(), batch.inv_affine)
-    heads = np.array([m["head_size"] for m in batch.meta])
+    heads = batch.head_size.double().numpy()  # (B,)
     table = pckh_table(pred.double().numpy(), gt.double().numpy(), batch.visible.double().numpy(), heads)
     assert table["Mean"] < 95.0
 

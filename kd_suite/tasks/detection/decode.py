@@ -8,7 +8,6 @@ objectness × class probability, class-wise NMS). NMS is ``torchvision.ops.batch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,18 +95,23 @@ def postprocess(
     return results
 
 
-def unletterbox(boxes: Tensor, meta: dict[str, Any]) -> Tensor:
+def unletterbox(
+    boxes: Tensor, scale: Tensor | float, pad: Tensor | Sequence[float], orig_size: Tensor | Sequence[int]
+) -> Tensor:
     """Map (n, 4) xyxy boxes from letterboxed input pixels back to the original image, clipped to it.
 
-    ``meta`` needs ``scale`` (resize factor), ``pad`` (x, y) and ``orig_size`` (h, w), as in
-    :class:`~kd_suite.data.batch.DetectionBatch`.
+    Args:
+        boxes: (n, 4) xyxy in letterboxed input pixels.
+        scale: the image's resize factor (a 0-d tensor or a number), e.g. ``DetectionBatch.scale[i]``.
+        pad: its (x, y) padding, e.g. ``DetectionBatch.pad[i]``.
+        orig_size: its original (h, w), e.g. ``DetectionBatch.orig_size[i]``.
+
+    Returns:
+        (n, 4) xyxy in original pixels, within ``[0, w] × [0, h]``.
     """
-    missing = [k for k in ("scale", "pad", "orig_size") if k not in meta]
-    if missing:
-        raise KeyError(f"detection batch meta lacks {missing}; the DataModule must record the letterbox per image")
-    pad_x, pad_y = (float(v) for v in meta["pad"])
-    h, w = (float(v) for v in meta["orig_size"])
-    shift = boxes.new_tensor([pad_x, pad_y, pad_x, pad_y])
-    out = (boxes - shift) / float(meta["scale"])  # (n, 4)
-    limit = boxes.new_tensor([w, h, w, h])
+    pad = torch.as_tensor(pad, dtype=boxes.dtype, device=boxes.device).reshape(2)  # (2,) (x, y)
+    size = torch.as_tensor(orig_size, device=boxes.device).reshape(2).to(boxes.dtype)  # (2,) (h, w)
+    scale = torch.as_tensor(scale, dtype=boxes.dtype, device=boxes.device)  # ()
+    out = (boxes - pad.repeat(2)) / scale  # (n, 4)
+    limit = size.flip(0).repeat(2)  # (4,) (w, h, w, h)
     return torch.minimum(out.clamp(min=0), limit)

@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ...consistency import ConsistencyError
-from ...data.batch import DetectionBatch
+from ...data.batch import DetectionBatch, require_targets
 from ...data.common import denormalize
 from ...data.facts import DatasetFacts
 from ...distiller import Distiller
@@ -31,10 +31,10 @@ class DetectionDistiller(Distiller):
     Validation/test (the shared protocol of :mod:`kd_suite.evaluation`, metric
     :class:`~kd_suite.tasks.detection.scores.DetectionScores`): detections are decoded (score ≥ ``score_thresh``,
     class-wise NMS at ``nms_thresh``, at most ``max_det``), mapped back to original-image pixels (letterbox undone
-    with ``meta`` ``scale``/``pad``) and scored at epoch end: ``metric="voc"`` logs ``val/mAP50`` (VOC2007 11-point)
-    and ``val/mAP50_allpoint``; ``metric="coco"`` logs ``val/mAP`` (@[.5:.95]), ``val/mAP50``, ``val/mAP75``,
-    against the DataModule's ``val_ann_file`` when it has one. Per-class AP goes to ``val/AP/<class>``; the teacher's
-    score is logged once as ``val/teacher_<key>``.
+    with the batch's ``scale``, ``pad`` and ``orig_size``) and scored at epoch end: ``metric="voc"`` logs
+    ``val/mAP50`` (VOC2007 11-point) and ``val/mAP50_allpoint``; ``metric="coco"`` logs ``val/mAP`` (@[.5:.95]),
+    ``val/mAP50``, ``val/mAP75``, against the DataModule's ``val_ann_file`` when it has one. Per-class AP goes to
+    ``val/AP/<class>``; the teacher's score is logged once as ``val/teacher_<key>``.
 
     Args:
         student: the detector being trained (:class:`~kd_suite.tasks.detection.YOLOX`).
@@ -99,11 +99,18 @@ class DetectionDistiller(Distiller):
         return postprocess(model(image), model.strides, self.score_thresh, self.nms_thresh, self.max_det)
 
     def predict_step(self, batch: DetectionBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Per image ``{"image_id", "boxes" (n, 4) xyxy original pixels, "scores", "labels"}`` as NumPy arrays."""
+        """Per image ``{"image_id" (``None`` without ``batch.image_ids``), "boxes" (n, 4) xyxy original pixels,
+        "scores", "labels"}`` as NumPy arrays.
+
+        Raises:
+            MissingTargetError: the batch lacks ``orig_size``, ``scale`` or ``pad`` (letterboxed batches have them).
+        """
+        require_targets(batch, ("orig_size", "scale", "pad"), "DetectionDistiller.predict_step")
+        ids = batch.image_ids or [None] * batch.image.shape[0]
         out = []
-        for det, meta in zip(self.detect(batch.image), batch.meta):
-            boxes = unletterbox(det["boxes"], meta).cpu().numpy()
-            out.append({"image_id": meta.get("image_id"), "boxes": boxes, **_np(det, ("scores", "labels"))})
+        for i, det in enumerate(self.detect(batch.image)):
+            boxes = unletterbox(det["boxes"], batch.scale[i], batch.pad[i], batch.orig_size[i]).cpu().numpy()  # (n, 4)
+            out.append({"image_id": ids[i], "boxes": boxes, **_np(det, ("scores", "labels"))})
         return out
 
     # ------------------------------------------------------------------ evaluation

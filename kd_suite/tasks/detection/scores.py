@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from torch import Tensor
 
-from ...data.batch import DetectionBatch
+from ...data.batch import DetectionBatch, require_targets
 from ...evaluation import TaskMetric, sample_ids
 from ...metrics.detection import DetectionEvaluator, ImageRecord
 from .decode import unletterbox
@@ -19,9 +19,10 @@ class DetectionScores(TaskMetric):
 
     ``update(detections, batch)`` takes the decoded detections of each image in *letterboxed input* pixels (as
     :func:`~kd_suite.tasks.detection.decode.postprocess` returns them) and maps them and the batch's GT boxes back to
-    original pixels (validation applies only the letterbox, so this is exact), with ``meta["difficult"]`` flags when
-    the DataModule gives them (VOC). Records are keyed by ``meta["image_id"]`` (else ``batch.sample_id``); under DDP
-    the evaluator gathers every rank's records and keeps one per key, so padded duplicates count once.
+    original pixels through ``batch.scale``, ``batch.pad`` and ``batch.orig_size`` (validation applies only the
+    letterbox, so this is exact), with the ``batch.difficult`` flags (VOC; ``None`` = none difficult). Records are
+    keyed by ``batch.image_ids`` (else ``batch.sample_id``); under DDP the evaluator gathers every rank's records and
+    keeps one per key, so padded duplicates count once.
 
     Args:
         metric: ``"voc"`` (logs ``mAP50`` 11-point and ``mAP50_allpoint``) or ``"coco"`` (``mAP`` @[.5:.95],
@@ -39,32 +40,46 @@ class DetectionScores(TaskMetric):
         self.headline = "mAP50" if metric == "voc" else "mAP"
 
     def update(self, detections: list[dict[str, Tensor]], batch: DetectionBatch) -> None:
-        if len(batch.meta) != len(detections):
-            raise KeyError(
-                "DetectionDistiller needs batch.meta with image_id, orig_size, scale and pad for every image"
+        """Record each image's detections (letterboxed input pixels) and GT, both in original pixels.
+
+        Raises:
+            MissingTargetError: the batch lacks ``orig_size``, ``scale`` or ``pad``.
+            ValueError: the batch's sizes disagree (detections, ids or ``difficult`` flags vs. images and boxes).
+        """
+        require_targets(batch, ("orig_size", "scale", "pad"), "DetectionScores (boxes back to original pixels)")
+        n = batch.labels.shape[0]
+        if len(detections) != n or len(batch.image_ids) not in (0, n):
+            raise ValueError(
+                f"DetectionScores: {len(detections)} detection lists and {len(batch.image_ids)} image_ids for a batch "
+                f"of {n} images"
             )
-        ids = sample_ids(batch).tolist()
-        for i, (det, meta) in enumerate(zip(detections, batch.meta)):
-            valid = batch.labels[i] >= 0
-            gt_boxes = unletterbox(batch.boxes[i][valid].float(), meta).cpu().numpy()
-            gt_labels = batch.labels[i][valid].cpu().numpy()
-            difficult = np.asarray(meta.get("difficult", np.zeros(len(gt_labels))), bool).reshape(-1)
-            if len(difficult) != len(gt_labels):
-                raise ValueError(
-                    f"image {meta.get('image_id')}: meta['difficult'] has {len(difficult)} flags for "
-                    f"{len(gt_labels)} boxes; validation must keep every object (VOCDataModule keeps difficult ones)"
-                )
-            key = meta.get("image_id", ids[i] if ids[i] >= 0 else f"{len(self.evaluator.records)}")
+        difficult = batch.difficult
+        if difficult is not None and difficult.shape != batch.labels.shape:
+            raise ValueError(
+                f"DetectionBatch.difficult is {tuple(difficult.shape)} but labels are {tuple(batch.labels.shape)}: "
+                "the flags must be aligned with boxes (collate_detection pads them with False)"
+            )
+        ids, image_ids = sample_ids(batch).tolist(), batch.image_ids or [None] * n
+        sizes = batch.orig_size.tolist()  # (B, 2) (h, w)
+        for i, det in enumerate(detections):
+            valid = batch.labels[i] >= 0  # (M,)
+            letterbox = (batch.scale[i], batch.pad[i], batch.orig_size[i])
+            gt_boxes = unletterbox(batch.boxes[i][valid].float(), *letterbox).cpu().numpy()  # (g, 4)
+            gt_labels = batch.labels[i][valid].cpu().numpy()  # (g,)
+            flags = np.zeros(len(gt_labels), bool) if difficult is None else difficult[i][valid].cpu().numpy()
+            key = image_ids[i]
+            if key is None:
+                key = ids[i] if ids[i] >= 0 else f"{len(self.evaluator.records)}"
             self.evaluator.add(
                 ImageRecord(
                     key,
-                    tuple(int(v) for v in meta["orig_size"]),
-                    unletterbox(det["boxes"], meta).cpu().numpy(),
+                    tuple(sizes[i]),
+                    unletterbox(det["boxes"], *letterbox).cpu().numpy(),
                     det["scores"].cpu().numpy(),
                     det["labels"].cpu().numpy(),
                     gt_boxes=gt_boxes,
                     gt_labels=gt_labels,
-                    gt_difficult=difficult,
+                    gt_difficult=flags,
                     index=ids[i],
                 )
             )

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...consistency import ConsistencyError
-from ...data.batch import ParsingBatch
+from ...data.batch import ParsingBatch, require_targets
 from ...data.common import denormalize
 from ...data.facts import DatasetFacts
 from ...distiller import Distiller
@@ -28,7 +28,7 @@ class ParsingDistiller(Distiller):
     DIST_KD ``train_kd.py``). Distillation terms (DIST, GSKD, CWD, per-pixel KD...) come from ``losses`` by tap.
 
     Validation/test (the shared protocol of :mod:`kd_suite.evaluation`): logits (optionally flip-tested) are upsampled
-    to each image's ``meta["orig_size"]``, argmaxed and compared with ``meta["orig_mask"]``; the per-image confusion
+    to each image's ``batch.orig_sizes``, argmaxed and compared with ``batch.orig_masks``; the per-image confusion
     matrices are summed over the set, each image once (:class:`~kd_suite.metrics.parsing.ParsingScores`). Logs
     ``val/mIoU``, ``val/pixel_acc``, ``val/mean_acc``, ``val/iou/<class>`` and, once, ``val/teacher_mIoU``.
 
@@ -115,22 +115,26 @@ class ParsingDistiller(Distiller):
         return model(image).logits
 
     def labels_at_original_size(self, logits: Tensor, batch: ParsingBatch) -> list[Tensor]:
-        """Per image: logits bilinearly upsampled to ``meta["orig_size"]`` (input size if absent), argmaxed → (H, W)."""
-        labels = []
-        for i in range(logits.shape[0]):
-            size = tuple(batch.meta[i]["orig_size"]) if batch.meta and "orig_size" in batch.meta[i] else None
-            labels.append(_argmax_at(logits[i : i + 1], size or batch.image.shape[-2:])[0])  # (H, W)
-        return labels
+        """Per image: logits bilinearly upsampled to ``batch.orig_sizes`` (the input size when it is ``None``),
+        argmaxed → (H0, W0) class ids."""
+        sizes = batch.orig_sizes.tolist() if batch.orig_sizes is not None else [batch.image.shape[-2:]] * len(logits)
+        return [_argmax_at(logits[i : i + 1], tuple(size))[0] for i, size in enumerate(sizes)]  # [(H0, W0)]
 
     def predict_step(self, batch: ParsingBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """``[{"id": meta id, "label": (H, W) uint8 class ids at the original size}]`` for each image."""
+        """``[{"id": batch.ids[i] (``"<batch_idx>_<i>"`` without ids), "label": (H0, W0) uint8 class ids at the
+        original size}]`` for each image."""
         labels = self.labels_at_original_size(self.predict_logits(batch.image), batch)
-        ids = [m.get("id", f"{batch_idx}_{i}") for i, m in enumerate(batch.meta or [{}] * len(labels))]
-        return [{"id": str(k), "label": lab.to(torch.uint8).cpu().numpy()} for k, lab in zip(ids, labels)]
+        ids = batch.ids or [f"{batch_idx}_{i}" for i in range(len(labels))]
+        return [{"id": str(k), "label": lab.to(torch.uint8).cpu().numpy()} for k, lab in zip(ids, labels, strict=True)]
 
     # ------------------------------------------------------------------ evaluation (protocol: kd_suite.evaluation)
     def decode(self, model: nn.Module, batch: ParsingBatch, output: ParsingOutput) -> list[Tensor]:
-        """Per image (H, W) class ids at the original size, from flip-tested logits when ``flip_test``."""
+        """Per image (H0, W0) class ids at the original size, from flip-tested logits when ``flip_test``.
+
+        Raises:
+            MissingTargetError: the batch lacks ``orig_sizes`` or ``orig_masks``.
+        """
+        require_targets(batch, ("orig_sizes", "orig_masks"), "ParsingDistiller validation (the LIP protocol)")
         logits = self.predict_logits(batch.image, model) if self.flip_test else output.logits
         return self.labels_at_original_size(logits, batch)
 

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from tqdm import tqdm
 
-from ...data.batch import ParsingBatch
+from ...data.batch import ParsingBatch, require_targets
 from .module import ParsingDistiller
 
 
@@ -63,16 +63,21 @@ def write_predictions(module: ParsingDistiller, batches: Iterable[ParsingBatch],
 
     Args:
         module: a trained distiller (its student predicts).
-        batches: e.g. ``datamodule.val_dataloader()``; samples need ``meta["id"]`` and ``meta["orig_size"]``.
+        batches: e.g. ``datamodule.val_dataloader()``; each batch needs ``ids`` (the file names) and ``orig_sizes``
+            (the label size), which :func:`~kd_suite.data.lip.collate_parsing` fills.
         output_dir: destination folder.
 
     Returns:
         Number of PNGs written.
+
+    Raises:
+        MissingTargetError: a batch lacks ``ids`` or ``orig_sizes``.
     """
     was_training = module.training
     module.eval()
     out, count = Path(output_dir), 0
     for i, batch in enumerate(tqdm(batches, desc="predict", unit="batch")):
+        require_targets(batch, ("ids", "orig_sizes"), "write_predictions (files scored at the original size)")
         batch.image = batch.image.to(module.device)
         for item in module.predict_step(batch, i):
             save_label_png(item["label"], out / f"{item['id']}.png")

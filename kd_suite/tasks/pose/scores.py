@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from ...data.batch import PoseBatch
+from ...data.batch import PoseBatch, require_targets
 from ...evaluation import TaskMetric, first_occurrences, sample_ids
 from ...metrics.keypoints import evaluate_keypoint_results, keypoint_results
 from ...metrics.pckh import pckh_table
@@ -83,14 +83,27 @@ class PoseScores(PosePredictions):
         self.metric, self.ann_file, self.vis_threshold = metric, ann_file, vis_threshold
         self.headline = "PCKh" if metric == "pckh" else "AP"
 
+    def needed_targets(self) -> tuple[str, ...]:
+        """The :class:`PoseBatch` evaluation fields the configured metric reads."""
+        return ("head_size",) if self.metric == "pckh" else ("image_id", "box_score")
+
     def update(self, pred: Tensor, batch: PoseBatch) -> None:  # type: ignore[override]
-        device = pred.device
+        """Accumulate (B, K, 3) original-pixel predictions with the batch's GT joints and evaluation targets.
+
+        Raises:
+            MissingTargetError: the batch lacks a field the metric needs (``head_size`` for PCKh; ``image_id`` and
+                ``box_score`` for AP).
+        """
+        require_targets(batch, self.needed_targets(), f"PoseScores(metric={self.metric!r})")
+        device, n = pred.device, pred.shape[0]
         gt = apply_affine(batch.keypoints.float(), batch.inv_affine)  # (B, K, 2) original pixels
-        head = torch.tensor([float(m.get("head_size", float("nan"))) for m in batch.meta], device=device)
-        ids = [m.get("image_id", -1) for m in batch.meta]
-        ids = torch.tensor([i if isinstance(i, int) else -1 for i in ids], device=device)
-        box = torch.tensor([float(m.get("score", 1.0)) for m in batch.meta], device=device)
-        super().update(pred.float(), gt.float(), batch.visible.float(), head, ids, box, sample_ids(batch).to(device))
+        unknown = {"head_size": float("nan"), "image_id": -1, "box_score": 1.0}  # for fields this metric does not read
+        head, ids, box = (
+            torch.full((n,), fill, device=device) if getattr(batch, k) is None else getattr(batch, k).to(device)
+            for k, fill in unknown.items()
+        )  # (B,) each
+        uid = sample_ids(batch).to(device)  # (B,)
+        super().update(pred.float(), gt.float(), batch.visible.float(), head.float(), ids.long(), box.float(), uid)
 
     def compute(self) -> dict[str, Any]:
         state = super().compute()
@@ -101,8 +114,9 @@ class PoseScores(PosePredictions):
         if self.metric == "pckh":
             if np.isnan(state["head_size"]).any():
                 raise ValueError(
-                    "metric='pckh' needs meta['head_size'] for every validation sample; the MPII DataModule reads it "
-                    "from annot/gt_valid.mat (or annotations/mpii_gt_val.mat): put that file in the dataset root"
+                    "metric='pckh' needs PoseBatch.head_size for every validation sample, but some are NaN "
+                    "(unknown); MPIIDataModule reads them from annot/gt_valid.mat (or annotations/mpii_gt_val.mat): "
+                    "put that file in the dataset root"
                 )
             table = pckh_table(state["pred"][..., :2], state["gt"], state["visible"], state["head_size"])
             return {
@@ -113,6 +127,9 @@ class PoseScores(PosePredictions):
         if self.ann_file is None:
             raise ValueError(f"metric={self.metric!r} needs the GT json: set model.init_args.val_ann_file")
         if (state["image_id"] < 0).any():
-            raise ValueError("AP metrics need integer meta['image_id'] for every validation sample")
+            raise ValueError(
+                "AP metrics need PoseBatch.image_id (an integer image id, -1 = unknown) for every validation sample; "
+                "CrowdPoseDataModule fills it, MPII has none (use metric='pckh')"
+            )
         results = keypoint_results(state["pred"], state["image_id"], self.vis_threshold, state["box_score"])
         return evaluate_keypoint_results(self.ann_file, results, self.metric)
