@@ -218,11 +218,23 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         total = sum(task.values()) + sum(kd.values())
         self.last_terms = {"task": task, "kd": kd}  # read by kd_suite.guards (divergence, KD liveness)
         bs = batch.image.shape[0]
-        logs = {f"train/task/{k}": v.detach() for k, v in task.items()}
-        logs |= {f"train/kd/{k}": v.detach() for k, v in kd.items()}
-        self.log_dict(logs, batch_size=bs, sync_dist=False)
+        if self._logs_terms(batch_idx):
+            logs = {f"train/task/{k}": v.detach() for k, v in task.items()}
+            logs |= {f"train/kd/{k}": v.detach() for k, v in kd.items()}
+            self.log_dict(logs, batch_size=bs, sync_dist=False)
         self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
         return total
+
+    def _logs_terms(self, batch_idx: int) -> bool:
+        """Whether this step logs every term: when a logger writes (each ``log_every_n_steps``), and on each epoch's
+        first and last batch so ``callback_metrics`` stay current. Each ``self.log`` costs ≈ 1.5 ms on a CPU, ≈ 4 %
+        of a small model's step when it happened for every term at every step."""
+        if self._trainer is None:
+            return True
+        trainer = self.trainer
+        last = isinstance(trainer.num_training_batches, int) and batch_idx + 1 >= trainer.num_training_batches
+        writes = (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
+        return batch_idx == 0 or last or writes
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Typed batches move their tensor fields only (:func:`~kd_suite.data.batch.move_batch`)."""
