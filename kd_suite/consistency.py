@@ -37,6 +37,25 @@ def _classes(n: int) -> str:
     return f"{n} class" if n == 1 else f"{n} classes"
 
 
+def check_class_count(facts: Any, count: int, model_side: str, fix_keys: str) -> None:
+    """Raise :class:`ConsistencyError` unless the dataset facts have ``count`` classes (linking, see data/facts.py).
+
+    Args:
+        facts: the DataModule's :class:`~kd_suite.data.facts.DatasetFacts`.
+        count: classes the model predicts.
+        model_side: what predicts them, e.g. ``"the parser (model.init_args.num_classes)"``.
+        fix_keys: the settings to change, e.g. ``"the student's and teacher's num_classes"``.
+    """
+    if facts.num_classes != count:
+        names = ", ".join(facts.class_names[:3]) + (", …" if facts.num_classes > 3 else "")
+        raise _mismatch(
+            "classes",
+            f"{model_side} predicts {_classes(count)}",
+            f"the data labels {_classes(facts.num_classes)} ({names})",
+            f"set {fix_keys} to {facts.num_classes}",
+        )
+
+
 def _tap_channels(model: Any, tap: str) -> int | None:
     info = getattr(model, "tap_info", None)
     return info[tap].channels if isinstance(info, dict) and tap in info else None

@@ -15,7 +15,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from kd_suite.consistency import ConsistencyError
 from kd_suite.data.batch import DetectionBatch, MissingTargetError
+from kd_suite.data.facts import DatasetFacts
 from kd_suite.data.voc import VOCDataModule, read_voc_annotation
 from kd_suite.metrics.detection import ImageRecord, evaluate_voc_files, voc_evaluate
 from kd_suite.tasks.detection import YOLOX, DetectionDistiller
@@ -176,6 +178,16 @@ def test_wandb_pictures_show_gt_teacher_and_student_boxes(voc_root, tmp_path):
     assert sent[0][0]._caption == "epoch 0: ground truth | teacher | student"
     width, height = sent[0][0].image.size
     assert width == 3 * height  # three square letterboxed renderings side by side
+
+
+def test_linked_facts_name_the_classes_and_a_count_mismatch_stops_the_run():
+    module = DetectionDistiller(model())
+    n = module.num_classes
+    assert module.label_names() == tuple(map(str, range(n))), "no names guessed from the class count"
+    module.link_data(DatasetFacts("detection", tuple(f"c{i}" for i in range(n))))
+    assert module.label_names() == tuple(f"c{i}" for i in range(n))
+    with pytest.raises(ConsistencyError, match=rf"predicts {n} classes.*labels {n + 1} classes.*to {n + 1}"):
+        DetectionDistiller(model()).link_data(DatasetFacts("detection", tuple(map(str, range(n + 1)))))
 
 
 def test_clear_errors(voc_root):

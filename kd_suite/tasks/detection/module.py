@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from torch import Tensor, nn
 
-from ...consistency import ConsistencyError
+from ...consistency import check_class_count
 from ...data.batch import DetectionBatch, require_targets
 from ...data.common import denormalize
 from ...data.facts import DatasetFacts
@@ -117,12 +117,9 @@ class DetectionDistiller(Distiller):
     def link_data(self, facts: DatasetFacts) -> None:
         """Unset class names (and, for COCO, the GT json) come from the data; its class count must be the student's."""
         super().link_data(facts)
-        if facts.num_classes != self.num_classes:
-            raise ConsistencyError(
-                f"model/data mismatch: the student predicts {self.num_classes} classes (its num_classes) but the "
-                f"data has {facts.num_classes}: {list(facts.class_names)}. Fix: set the student's and teacher's "
-                f"num_classes to {facts.num_classes}"
-            )
+        check_class_count(
+            facts, self.num_classes, "the student (its num_classes)", "the student's and teacher's num_classes"
+        )
         if self.class_names is None:
             self.class_names = facts.class_names
         self.coco_gt = facts.val_ann_file if self.metric == "coco" else None

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...consistency import ConsistencyError
+from ...consistency import check_class_count
 from ...data.batch import ParsingBatch, require_targets
 from ...data.common import denormalize
 from ...data.facts import DatasetFacts
@@ -77,12 +77,12 @@ class ParsingDistiller(Distiller):
     def link_data(self, facts: DatasetFacts) -> None:
         """The data's class count must be the model's; unset class names and flip pairs come from the data."""
         super().link_data(facts)
-        if facts.num_classes != self.num_classes:
-            raise ConsistencyError(
-                f"model/data mismatch: the parser predicts {self.num_classes} classes (model.init_args.num_classes) "
-                f"but the data labels {facts.num_classes} ({', '.join(facts.class_names[:3])}, …). Fix: set "
-                f"model.init_args.num_classes and the student's (and teacher's) num_classes to {facts.num_classes}"
-            )
+        check_class_count(
+            facts,
+            self.num_classes,
+            "the parser (model.init_args.num_classes)",
+            "model.init_args.num_classes and the student's (and teacher's) num_classes",
+        )
         if self.class_names is None:
             self.class_names = facts.class_names
         if self.flip_pairs is None and facts.flip_pairs:
