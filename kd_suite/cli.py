@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from .distiller import Distiller
+from .run_folder import RunLayout
 
 #: extra subcommands → module exposing ``main(argv: list[str]) -> int``
 TOOLS = {
@@ -67,6 +68,11 @@ class KDCLI(LightningCLI):
     KD liveness) before the config's own callbacks, also when a config or ``--trainer.callbacks=[]`` sets the list;
     ``--guards=false`` leaves them out.
 
+    ``fit`` writes into one run folder (:mod:`kd_suite.run_folder`): ``runs/<experiment>/<run>[-vN]/`` with the
+    config, ``checkpoints/last.ckpt`` and ``best.ckpt``, ``metrics.json`` and the W&B files, and ends with a summary.
+    ``--ckpt_path last`` continues the newest version of the run bit-exactly (:mod:`kd_suite.resume`). A
+    ``teacher_ckpt`` given in the config or on the command line wins over the one stored in ``--ckpt_path``.
+
     Args:
         args: command-line arguments (``None`` reads ``sys.argv``).
         run: run the subcommand after instantiating the classes.
@@ -83,6 +89,7 @@ class KDCLI(LightningCLI):
         self, args: list[str] | None = None, run: bool = True, exit_on_error: bool = True, **kwargs: Any
     ) -> None:
         self.exit_on_error = exit_on_error
+        self.layout: RunLayout | None = None
         kwargs.setdefault(
             "trainer_defaults",
             {"default_root_dir": "runs", "logger": {"class_path": "kd_suite.loggers.KDWandbLogger"}},
@@ -93,6 +100,7 @@ class KDCLI(LightningCLI):
                 L.LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
+                save_config_callback=LoggedConfig,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"parser_mode": "yaml", "allow_abbrev": False},  # no silent prefix matches
                 args=args,
@@ -114,6 +122,20 @@ class KDCLI(LightningCLI):
             default=True,
             help="add kd-suite's run guards: model/data consistency, divergence stop, KD liveness (default true)",
         )
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="run folder group and W&B group (default: config folder)",
+        )
+        parser.add_argument("--run_name", type=str | None, default=None, help="run name (default: config file stem)")
+        parser.add_argument(
+            "--run_dir", type=str | None, default=None, help="write into exactly this folder (no version folders)"
+        )
+        parser.add_argument("--runs_root", type=str, default="runs", help="folder holding the experiment folders")
+        parser.add_argument(
+            "--role", type=str | None, default=None, help="teacher | baseline | kd (W&B job type; default inferred)"
+        )
 
     def instantiate_classes(self) -> None:
         """Build the classes; a constructor's error becomes a :class:`~kd_suite.explain.ConfigError` (cause kept)."""
@@ -126,33 +148,111 @@ class KDCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:  # Lightning reads the checkpoint's hyperparameters here, right after parsing
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+        if not subcommand:
+            return super()._parse_ckpt_path()
+        config = self.config[subcommand]
+        self.layout = self._layout(subcommand, config)
+        if self.layout.resume_ckpt is not None:
+            config["ckpt_path"] = str(self.layout.resume_ckpt)
+        check_ckpt_path(config.get("ckpt_path"))
+        teacher_ckpt = config.get("model.init_args.teacher_ckpt")
         super()._parse_ckpt_path()
+        model = self.config[subcommand]["model"]
+        stored = (model.get("dict_kwargs") or {}) if hasattr(model, "get") else {}
+        if isinstance(stored, dict):
+            stored.pop("teacher_ckpt", None)  # the config's / command line's teacher file wins over the stored one
+        if teacher_ckpt is not None:
+            self.config[subcommand]["model.init_args.teacher_ckpt"] = teacher_ckpt
+
+    def _layout(self, subcommand: str, config: Any) -> RunLayout:
+        """The run folder of this command (:func:`kd_suite.run_folder.resolve_layout`); names written back into the
+        config so the saved ``config.yaml`` re-runs under the same experiment and run names."""
+        from .run_folder import infer_role, names_from, next_version, resolve_layout
+
+        experiment, run_name = names_from(config.get("config") or [], config.get("experiment"), config.get("run_name"))
+        losses = config.get("model.init_args.losses")
+        role = infer_role(config.get("role"), bool(losses), run_name)
+        config["experiment"], config["run_name"], config["role"] = experiment, run_name, role
+        root = Path(config.get("runs_root") or "runs")
+        ckpt_path = config.get("ckpt_path")
+        if subcommand == "fit":
+            return resolve_layout(root, experiment, run_name, role, config.get("run_dir"), resume=ckpt_path == "last")
+        if config.get("run_dir"):
+            return RunLayout(experiment, run_name, Path(config["run_dir"]), role)
+        ckpt = Path(str(ckpt_path)) if ckpt_path else None
+        if ckpt is not None and ckpt.parent.name == "checkpoints":  # evaluating a run's checkpoint: inside its folder
+            return RunLayout(experiment, run_name, ckpt.parent.parent / subcommand, role)
+        return RunLayout(experiment, run_name, next_version(root, experiment, f"{run_name}-{subcommand}"), role)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """The trainer, with the guards of :func:`kd_suite.guards.default_callbacks` first unless ``--guards=false``."""
+        """The trainer in the run folder, with the guards of :func:`kd_suite.guards.default_callbacks` first unless
+        ``--guards=false``, then the run callbacks (checkpoints, summary, random state, LR monitor), then the
+        config's own."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer_init = self._get(self.config_init, "trainer", default={})
+        own = trainer_init.get("callbacks") or []
+        callbacks = list(own if isinstance(own, list) else [own])
+        layout = self.layout
+        if layout is not None and "default_root_dir" not in kwargs:
+            kwargs["default_root_dir"] = str(layout.run_dir)
+            self._configure_logger(trainer_init.get("logger"), config, layout)
+            if self.subcommand == "fit":
+                callbacks = [*self._run_callbacks(trainer_init, layout), *callbacks]
+                if not trainer_init.get("plugins"):  # a config's own plugins (its CheckpointIO) are left alone
+                    from .resume import AtomicCheckpointIO
+
+                    kwargs["plugins"] = [AtomicCheckpointIO()]
         if config.get("guards", True) and "callbacks" not in kwargs:
             from .guards import default_callbacks
 
-            own = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            kwargs["callbacks"] = [*default_callbacks(), *(own if isinstance(own, list) else [own])]
+            callbacks = [*default_callbacks(), *callbacks]
+        kwargs.setdefault("callbacks", callbacks)
         return super().instantiate_trainer(**kwargs)
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.get("trainer", {}).get("logger")
-        if isinstance(logger, dict) or hasattr(logger, "init_args"):
-            init = logger["init_args"]
-            if str(logger["class_path"]).endswith("KDWandbLogger"):
-                stems = [Path(str(c)).stem for c in (config.get("config") or [])]
-                if init.get("name") is None and stems:
-                    init["name"] = f"{stems[-1]}-seed{config.get('seed_everything')}"
-                if init.get("group") is None:
-                    model = str(config["model"]["class_path"]).rsplit(".", 1)[-1]
-                    data = str(config["data"]["class_path"]).rsplit(".", 1)[-1]
-                    init["group"] = f"{model}/{data}"
+    def _run_callbacks(self, trainer_init: dict[str, Any], layout: RunLayout) -> list[L.Callback]:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        from .resume import RandomState
+        from .run_folder import BestCheckpoint, RunSummary, last_checkpoint
+
+        callbacks: list[L.Callback] = [RunSummary(layout), RandomState()]
+        if trainer_init.get("enable_checkpointing", True) is not False:
+            callbacks += [BestCheckpoint(layout.checkpoints), last_checkpoint(layout.checkpoints)]
+        if trainer_init.get("logger") not in (None, False):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return callbacks
+
+    def _configure_logger(self, logger: Any, config: Any, layout: RunLayout) -> None:
+        """Point a :class:`~kd_suite.loggers.KDWandbLogger` at the run: folder, group, name, job type, tags."""
+        from .loggers import KDWandbLogger
+
+        for each in _as_list(logger):
+            if isinstance(each, KDWandbLogger):
+                losses = config.get("model.init_args.losses") or {}
+                tags = sorted({str(v["class_path"]).rsplit(".", 1)[-1] for v in losses.values()})
+                each.configure_run(layout, seed=config.get("seed_everything"), tags=tags)
+
+
+class LoggedConfig(SaveConfigCallback):
+    """Save ``config.yaml`` in the run folder and log the whole resolved config (model, data, trainer) to W&B."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return
+        import yaml
+
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in loggers:
+            logger.log_hyperparams({"config": resolved})
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value is False or value is True:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def check_ckpt_path(ckpt_path: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -49,7 +50,9 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         student: the network being trained.
         teacher: one frozen teacher, a list (teacher + assistants for densely guided KD), or ``None``.
         teacher_ckpt: weights file(s) for the teacher(s), one per teacher; ``None`` keeps the built weights (e.g.
-            timm ``pretrained=True``).
+            timm ``pretrained=True``). A file that does not exist leaves that teacher unloaded with a warning:
+            validation, test, predict and export of the student work without it (an unloaded teacher is not
+            scored), ``fit`` with distillation terms stops at setup.
         losses: named distillation terms; each is logged as ``train/kd/<name>``.
         optimizer: optimizer factory, called with the trainable parameters (student + adapters); ``None`` builds
             ``torch.optim.AdamW`` with torch's own defaults (lr 1e-3, weight_decay 0.01). The default is ``None``
@@ -93,9 +96,20 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         self.teacher_meta = [
             {"class": f"{type(t).__module__}.{type(t).__qualname__}", "ckpt": None, "sha256": None} for t in teachers
         ]
-        for meta, t, path in zip(self.teacher_meta, self.teachers, ckpts):
-            if path is not None:
-                meta.update(ckpt=str(path), sha256=load_weights(t, path))
+        self.teachers_loaded = [True] * len(teachers)  # False: teacher_ckpt names a missing file
+        for i, (meta, t, path) in enumerate(zip(self.teacher_meta, self.teachers, ckpts)):
+            if path is None:
+                continue
+            meta["ckpt"] = str(path)
+            if Path(path).is_file():
+                meta["sha256"] = load_weights(t, path)
+                continue
+            self.teachers_loaded[i] = False
+            warnings.warn(
+                f"teacher weights {str(path)!r} not found: teacher {i} is not loaded and not scored; the student "
+                "validates, tests, predicts and exports without it, fit with distillation terms needs it",
+                stacklevel=2,
+            )
         self.losses = nn.ModuleDict(losses or {})
         self._plan: dict[str, tuple[TapInfo, TapInfo]] = {}
         if self.losses and not self.teachers:
@@ -192,9 +206,11 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         progress = self._epoch_progress()
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         terms = {}
+        self.term_weights = {}  # this step's scheduled weight of each term (logged as train/weight/<name>)
         with torch.autocast(device_type=self.device.type, enabled=False):
             for name, loss in self.losses.items():
                 factor = loss.weight * (loss.schedule.factor(progress, max_epochs) if loss.schedule else 1.0)
+                self.term_weights[name] = float(factor)
                 i = loss.teacher_index
                 guides = [*teachers[:i], *teachers[i + 1 :], *self_guides] if loss.uses_guides else []
                 terms[name] = factor * loss(student, teachers[i], batch, guides=guides)
@@ -221,6 +237,7 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         if self._logs_terms(batch_idx):
             logs = {f"train/task/{k}": v.detach() for k, v in task.items()}
             logs |= {f"train/kd/{k}": v.detach() for k, v in kd.items()}
+            logs |= {f"train/weight/{k}": w for k, w in getattr(self, "term_weights", {}).items()}
             self.log_dict(logs, batch_size=bs, sync_dist=False)
         self.log("train/total", total.detach(), prog_bar=True, batch_size=bs)
         return total
@@ -248,7 +265,18 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         facts = getattr(datamodule, "facts", None)
         if isinstance(facts, DatasetFacts):
             self.link_data(facts)
+        if stage == "fit" and self.losses:
+            self.require_teachers()
         self.reset_metrics()
+
+    def require_teachers(self) -> None:
+        """Raise ``FileNotFoundError`` naming every teacher weights file that was not found (distillation needs it)."""
+        missing = [m["ckpt"] for m, ok in zip(self.teacher_meta, self.teachers_loaded) if not ok]
+        if missing:
+            raise FileNotFoundError(
+                f"teacher weights {', '.join(repr(p) for p in missing)} not found; distillation needs them: train "
+                "the teacher first or fix model.init_args.teacher_ckpt"
+            )
 
     def link_data(self, facts: DatasetFacts) -> None:
         """Take the dataset facts (:mod:`kd_suite.data.facts`): tasks check the model against them and fill the
@@ -270,6 +298,9 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         for key in [k for k in state if k.startswith("teachers.")]:
             del state[key]  # student checkpoints carry provenance, not teacher weights
         checkpoint["kd_meta"] = {"teachers": [dict(m) for m in self.teacher_meta]}
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:  # what predict/export need to run the student alone (kd_suite.standalone)
+            checkpoint["kd_meta"]["data"] = data_record(datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
@@ -278,8 +309,8 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         for old, new in zip(saved, self.teacher_meta):
             if old.get("sha256") and new.get("sha256") and old["sha256"] != new["sha256"]:
                 warnings.warn(
-                    f"teacher weights differ from the ones this checkpoint was trained with: {old['ckpt']} "
-                    f"(sha256 {old['sha256'][:12]}) vs {new['ckpt']} (sha256 {new['sha256'][:12]})",
+                    f"teacher weights differ from the ones this checkpoint was trained with: recorded "
+                    f"{old['ckpt']} (sha256 {old['sha256'][:12]}), now {new['ckpt']} (sha256 {new['sha256'][:12]})",
                     stacklevel=2,
                 )
 
@@ -290,6 +321,11 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement render()")
 
+    @classmethod
+    def standalone_arguments(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The saved settings of a checkpoint adjusted for a student without teachers (:mod:`kd_suite.standalone`)."""
+        return hparams
+
     def teacher_fingerprints(self) -> list[str]:
         """Bit-exact fingerprints of every teacher (parameters and buffers)."""
         return [fingerprint(t) for t in self.teachers]
@@ -297,6 +333,21 @@ class Distiller(EvaluationProtocol, L.LightningModule):
     def student_state_dict(self) -> dict[str, Tensor]:
         """The student's weights alone, ready for deployment or to serve as the next teacher."""
         return self.student.state_dict()
+
+
+def data_record(datamodule: Any) -> dict[str, Any]:
+    """Plain facts of a DataModule stored in checkpoints (``kd_meta["data"]``): its class, input size and facts."""
+    record: dict[str, Any] = {"class_path": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"}
+    if getattr(datamodule, "input_size", None) is not None:
+        record["input_size"] = [int(v) for v in datamodule.input_size]
+    facts = getattr(datamodule, "facts", None)
+    if isinstance(facts, DatasetFacts):
+        plain = dataclasses.asdict(facts)
+        plain["val_ann_file"] = None if facts.val_ann_file is None else str(facts.val_ann_file)
+        plain["class_names"] = list(facts.class_names)
+        plain["flip_pairs"] = [list(p) for p in facts.flip_pairs]
+        record["facts"] = plain
+    return record
 
 
 def _taps(model: nn.Module) -> dict:

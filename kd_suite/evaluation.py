@@ -46,6 +46,8 @@ class TaskMetric(Metric):
 
     full_state_update = False
     headline: str = ""
+    #: factor from :meth:`scalars`' numbers to the logged percent (100 for fractions, 1 for PCKh, already percent)
+    unit_scale: float = 100.0
 
     def scalars(self, results: dict[str, Any]) -> dict[str, float]:
         """Loggable ``{name: value}`` of :meth:`compute`'s results; default: every top-level number."""
@@ -125,20 +127,21 @@ class EvaluationProtocol:
         results = student.compute()
         student.reset()
         self.results = {"student": results}
-        for key, value in student.scalars(results).items():
-            self.log(f"{stage}/{key}", value, prog_bar=key == student.headline, sync_dist=False)
+        for key, value in student.scalars(results).items():  # every score is logged in percent
+            self.log(f"{stage}/{key}", value * student.unit_scale, prog_bar=key == student.headline, sync_dist=False)
         teacher = metrics.get("teacher")
         if self.teacher_due() and teacher is not None and teacher.update_called:
             t_results = teacher.compute()
             teacher.reset()
-            headline = teacher.scalars(t_results)[teacher.headline]
+            headline = teacher.scalars(t_results)[teacher.headline] * teacher.unit_scale
             self.log(f"{stage}/teacher_{teacher.headline}", headline, sync_dist=False)
             self.results["teacher"] = t_results
             self.teacher_evaluated = True
 
     def teacher_due(self) -> bool:
         """True at the first real validation of a run with teachers (they are scored once: their weights are fixed)."""
-        return bool(self.teachers) and not self.teacher_evaluated and not self.trainer.sanity_checking
+        loaded = all(getattr(self, "teachers_loaded", [True]))  # a teacher whose weights file is missing is not scored
+        return bool(self.teachers) and loaded and not self.teacher_evaluated and not self.trainer.sanity_checking
 
     # ------------------------------------------------------------------ pictures
     def log_pictures(self, batch: Any, output: Any, t_output: Any | None) -> None:
@@ -149,7 +152,7 @@ class EvaluationProtocol:
             return
         n = self.log_images
         columns, names = [self.render(batch, None, n)], ["ground truth"]
-        if self.teachers:
+        if self.teachers and all(getattr(self, "teachers_loaded", [True])):
             columns.append(self.render(batch, t_output if t_output is not None else self.teachers[0](batch.image), n))
             names.append("teacher")
         columns.append(self.render(batch, output, n))

@@ -38,7 +38,7 @@ def test_toy_task_trains_alone_and_with_kd_through_the_cli(tmp_path):
     teacher = _fit(tmp_path, "teacher", {"student": net | {"init_args": {"width": 16}}, "optimizer": optimizer})
     teacher.trainer.save_checkpoint(tmp_path / "teacher.ckpt", weights_only=False)
     majority = quadrant_images(63, 16, 1).label.bincount().max().item() / 63  # trivial baseline of the val set
-    assert teacher.trainer.callback_metrics["val/acc"] > majority + 0.3
+    assert teacher.trainer.callback_metrics["val/acc"] > 100 * majority + 30
     kd = {
         "class_path": "kd_suite.losses.KDLoss",
         "init_args": {"temperature": 2.0, "weight": 1.0, "student_tap": "logits"},
@@ -56,5 +56,5 @@ def test_toy_task_trains_alone_and_with_kd_through_the_cli(tmp_path):
     )
     metrics = student.trainer.callback_metrics
     assert float(metrics["train/kd/kd"]) > 0  # the KD term ran
-    assert metrics["val/acc"] > majority + 0.3 and "val/teacher_acc" in metrics  # learned; teacher scored once
+    assert metrics["val/acc"] > 100 * majority + 30 and "val/teacher_acc" in metrics  # learned; teacher scored once
     assert abs(float(metrics["val/teacher_acc"]) - float(teacher.trainer.callback_metrics["val/acc"])) < 1e-6

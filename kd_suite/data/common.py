@@ -258,6 +258,7 @@ class BaseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and "train" not in self.datasets:
             self.datasets["train"] = self.split_dataset(train=True)
+            self._apply_rng()
         if "val" not in self.datasets:
             self.datasets["val"] = self.split_dataset(train=False)
 
@@ -282,6 +283,24 @@ class BaseDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["train"], self.collate, train=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training dataset's main-process random stream (``num_workers=0`` draws augmentations from it), so a
+        resumed run augments exactly as an uninterrupted one (:mod:`kd_suite.resume`)."""
+        train = self.datasets.get("train")
+        if not isinstance(train, SampleDataset):
+            return {}
+        return {"train_rng": json.dumps(train.rng.bit_generator.state)}  # 128-bit ints: kept as text
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending_rng = state_dict.get("train_rng")
+        self._apply_rng()
+
+    def _apply_rng(self) -> None:
+        train, pending = self.datasets.get("train"), getattr(self, "_pending_rng", None)
+        if pending is not None and isinstance(train, SampleDataset):
+            train.rng.bit_generator.state = json.loads(pending)
+            self._pending_rng = None
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()

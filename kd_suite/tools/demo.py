@@ -51,7 +51,6 @@ class Experiment:
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
     overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to every run of the task in the demo
     teacher_overrides: tuple[str, ...] = field(default_factory=tuple)  # applied to the teacher run only
-    scale: float = 100.0  # factor to percent (PCKh is logged in percent already)
     expected_s: dict[str, float] = field(default_factory=dict)  # seconds per run by role (2 cores): the job order
 
     def config(self, name: str) -> Path:
@@ -84,7 +83,6 @@ EXPERIMENTS = {
         metric="val/PCKh",
         data_format="mpii",
         extra_metrics=("val/PCKh@0.1",),
-        scale=1.0,
         expected_s={
             "teacher": 180,
             "baseline (regression)": 100,

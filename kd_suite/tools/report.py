@@ -29,7 +29,7 @@ def summarise(exp: Any, rows: dict, input_size: tuple[int, int]) -> list[dict]:
     student that beats its teacher.
     """
     values = {
-        role: [exp.scale * m.get(exp.metric, float("nan")) for m in r["metrics"]]
+        role: [m.get(exp.metric, float("nan")) for m in r["metrics"]]
         for role, r in rows.items()
         if not role.startswith("_")
     }
@@ -70,10 +70,7 @@ def summarise(exp: Any, rows: dict, input_size: tuple[int, int]) -> list[dict]:
                 "gap_closed": gap,
                 "flags": flags,
                 **{k: cost[k] for k in ("params_M", "gflops", "cpu_latency_ms")},
-                **{
-                    m: exp.scale * statistics.mean(x.get(m, float("nan")) for x in r["metrics"])
-                    for m in exp.extra_metrics
-                },
+                **{m: statistics.mean(x.get(m, float("nan")) for x in r["metrics"]) for m in exp.extra_metrics},
             }
         )
     return table

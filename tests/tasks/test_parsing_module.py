@@ -148,10 +148,10 @@ def test_validation_follows_the_lip_protocol(flip):
     module = ParsingDistiller(student(), flip_test=flip, flip_pairs=LIP_FLIP_PAIRS, class_names=LIP_CLASSES)
     result = trainer().validate(module, loader(), verbose=False)[0]
     want = reference_scores(module.student, loader(), flip)
-    assert result["val/mIoU"] == pytest.approx(want["mIoU"], abs=1e-6)
-    assert result["val/pixel_acc"] == pytest.approx(want["pixel_acc"], abs=1e-6)
-    assert result["val/mean_acc"] == pytest.approx(want["mean_acc"], abs=1e-6)
-    assert result["val/iou/Right-shoe"] == pytest.approx(want["iou"][19], abs=1e-6)
+    assert result["val/mIoU"] == pytest.approx(100 * want["mIoU"], abs=1e-4)  # logged in percent
+    assert result["val/pixel_acc"] == pytest.approx(100 * want["pixel_acc"], abs=1e-4)
+    assert result["val/mean_acc"] == pytest.approx(100 * want["mean_acc"], abs=1e-4)
+    assert result["val/iou/Right-shoe"] == pytest.approx(100 * want["iou"][19], abs=1e-4)
     assert module.results["student"]["per_class_iou"]["Hat"] == pytest.approx(want["iou"][1], abs=1e-9)
 
 
@@ -161,7 +161,7 @@ def test_teacher_miou_is_logged_once_and_correct():
     trainer(logger=rec, max_epochs=2, limit_train_batches=1, num_sanity_val_steps=1).fit(module, loader(), loader())
     logged = [c["val/teacher_mIoU"] for c in rec.calls if "val/teacher_mIoU" in c]
     assert len(logged) == 1  # first real validation only (not the sanity check, not epoch 2)
-    assert logged[0] == pytest.approx(reference_scores(module.teachers[0], loader())["mIoU"], abs=1e-6)
+    assert logged[0] == pytest.approx(100 * reference_scores(module.teachers[0], loader())["mIoU"], abs=1e-4)
     assert sum("val/mIoU" in c for c in rec.calls) == 2
 
 
@@ -174,8 +174,8 @@ def test_written_predictions_score_like_validation(tmp_path):
         Image.fromarray(orig, mode="L").save(tmp_path / "gt" / f"{sid}.png")
     scores = evaluate_files(tmp_path / "gt", tmp_path / "pred")
     assert scores["num_images"] == 6
-    assert scores["mIoU"] == pytest.approx(result["val/mIoU"], abs=1e-6)
-    assert scores["pixel_acc"] == pytest.approx(result["val/pixel_acc"], abs=1e-6)
+    assert 100 * scores["mIoU"] == pytest.approx(result["val/mIoU"], abs=1e-4)
+    assert 100 * scores["pixel_acc"] == pytest.approx(result["val/pixel_acc"], abs=1e-4)
 
 
 class FakeRun:

@@ -97,6 +97,11 @@ class PoseDistiller(Distiller):
         self.ema_student = freeze(copy.deepcopy(student)) if self_kd == "ema" else None
         self._warned_flip = False
 
+    @classmethod
+    def standalone_arguments(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """No EMA self-guide without distillation terms."""
+        return hparams | {"self_kd": "none"}
+
     # ------------------------------------------------------------------ training
     def task_loss(self, output: PoseOutput, batch: PoseBatch) -> dict[str, Tensor]:
         """The supervised terms of the student's kind (:mod:`.supervision`), ``task_weight`` on the GT terms."""

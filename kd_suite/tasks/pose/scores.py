@@ -82,6 +82,7 @@ class PoseScores(PosePredictions):
         super().__init__()
         self.metric, self.ann_file, self.vis_threshold = metric, ann_file, vis_threshold
         self.headline = "PCKh" if metric == "pckh" else "AP"
+        self.unit_scale = 1.0 if metric == "pckh" else 100.0  # PCKh tables are in percent, AP in [0, 1]
 
     def needed_targets(self) -> tuple[str, ...]:
         """The :class:`PoseBatch` evaluation fields the configured metric reads."""
