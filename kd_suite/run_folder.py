@@ -5,7 +5,7 @@ Layout (written by ``kd-suite fit``)::
     runs/<experiment>/<run>/          a re-run of the same config gets <run>-v2, <run>-v3 ...: nothing is overwritten
         config.yaml                   the resolved config (what ran; ``kd-suite fit --config`` it again)
         checkpoints/last.ckpt         every epoch end: ``--ckpt_path last`` resumes from it, bit-exactly
-        checkpoints/best.ckpt         the epoch with the best task metric (``val/mIoU``, ``val/PCKh``, ``val/mAP50`` ...)
+        checkpoints/best.ckpt         the best epoch by the task metric (``val/mIoU``, ``val/PCKh``, ``val/mAP50`` ...)
         metrics.json                  best and final validation scores with their epochs, wall time
         wandb/                        the W&B run files (offline unless you log in; ``wandb sync`` uploads them)
 
