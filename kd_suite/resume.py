@@ -3,9 +3,12 @@ stopped (same seed, deterministic CPU kernels).
 
 Lightning restores weights, optimizer, scheduler, loop counters and callback states, but not the random streams that
 pick the next epoch's sample order, loader-worker seeds, augmentations and dropout. :class:`RandomState` stores them
-in every checkpoint (torch CPU and CUDA generators, NumPy's and Python's global streams, and the DataModule's
-main-process dataset stream through its ``state_dict``) and puts them back at the start of the first epoch after a
-resume, right before the epoch's loader iterator draws from them. :class:`AtomicCheckpointIO` writes a checkpoint to
+in every checkpoint (torch CPU and CUDA generators, NumPy's and Python's global streams) and puts them back when a
+resumed fit starts, and again after its sanity check (which draws from them too), so the first resumed epoch's loader
+iterator — which Lightning creates before that epoch's hooks run — draws from the saved state. Datasets restart
+their augmentation streams every epoch from that state (per loader worker, or through
+:class:`~kd_suite.data.common.ReseedingSampler` without workers); ``persistent_workers`` keeps worker streams across
+epochs, so it is the one loader setting under which a resume is not bit-exact (a warning says so). :class:`AtomicCheckpointIO` writes a checkpoint to
 a temporary file and renames it, so a kill during a save leaves the previous ``last.ckpt`` whole.
 
 Checkpoints are written at epoch ends, so a resume repeats the part of the epoch the kill interrupted.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +71,25 @@ class RandomState(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("rng")
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        datamodule = trainer.datamodule
+        if getattr(datamodule, "persistent_workers", False) and getattr(datamodule, "num_workers", 0) > 0:
+            warnings.warn(
+                "persistent_workers=True: loader workers keep their augmentation streams across epochs, so a run "
+                "resumed with --ckpt_path last will not be bit-identical to an uninterrupted one",
+                stacklevel=2,
+            )
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()  # the sanity check's loader drew from the restored streams
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = None  # the first epoch's loader iterator exists now
+
+    def _restore(self) -> None:
         if self._pending is not None:
             restore(self._pending)
-            self._pending = None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -115,3 +115,26 @@ class DroppedKL(PixelKL):
 
     def forward(self, student, teacher, batch=None, guides=()) -> Tensor:
         return 0.0 * super().forward(student, teacher, batch)
+
+
+class CrashAt(L.Callback):
+    """Raise at a given epoch and batch, as a crash would (resume tests)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError(f"simulated crash at epoch {self.epoch}, batch {self.batch}")
+
+
+class SlowSteps(L.Callback):
+    """Sleep after every training batch, so a test can kill the process mid-epoch (resume tests)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        time.sleep(self.seconds)

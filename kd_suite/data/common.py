@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
 
 from .errors import BadSamples, DatasetError, missing
 
@@ -162,6 +162,22 @@ class SampleDataset(Dataset):
         raise DatasetError("dataset", "every sample is bad", "check the dataset files")
 
 
+class ReseedingSampler(RandomSampler):
+    """Random order that also restarts the dataset's augmentation stream each epoch, from torch's global generator.
+
+    Loader workers get a fresh stream per epoch from their seed (:func:`worker_init`); without workers this sampler
+    does the same in the main process, so an epoch's augmentations depend only on the global random state at its
+    start, which checkpoints store (:mod:`kd_suite.resume`): a resumed run augments as an uninterrupted one.
+    """
+
+    def __init__(self, data_source: SampleDataset) -> None:
+        super().__init__(data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        self.data_source.reseed(int(torch.randint(0, 2**31 - 1, ())))
+        return super().__iter__()
+
+
 class BaseDataModule(L.LightningDataModule):
     """Loader settings, splits, the optional synthetic dataset and the loaders shared by every kd-suite DataModule.
 
@@ -258,7 +274,6 @@ class BaseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and "train" not in self.datasets:
             self.datasets["train"] = self.split_dataset(train=True)
-            self._apply_rng()
         if "val" not in self.datasets:
             self.datasets["val"] = self.split_dataset(train=False)
 
@@ -269,10 +284,12 @@ class BaseDataModule(L.LightningDataModule):
             # one OpenCV thread, set in the parent before the workers fork: calling cv2.setNumThreads inside a forked
             # worker after the parent used OpenCV's pool can deadlock that worker
             cv2.setNumThreads(1)
+        reseed = train and workers == 0 and isinstance(dataset, SampleDataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and not reseed,
+            sampler=ReseedingSampler(dataset) if reseed else None,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -283,24 +300,6 @@ class BaseDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["train"], self.collate, train=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The training dataset's main-process random stream (``num_workers=0`` draws augmentations from it), so a
-        resumed run augments exactly as an uninterrupted one (:mod:`kd_suite.resume`)."""
-        train = self.datasets.get("train")
-        if not isinstance(train, SampleDataset):
-            return {}
-        return {"train_rng": json.dumps(train.rng.bit_generator.state)}  # 128-bit ints: kept as text
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending_rng = state_dict.get("train_rng")
-        self._apply_rng()
-
-    def _apply_rng(self) -> None:
-        train, pending = self.datasets.get("train"), getattr(self, "_pending_rng", None)
-        if pending is not None and isinstance(train, SampleDataset):
-            train.rng.bit_generator.state = json.loads(pending)
-            self._pending_rng = None
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
