@@ -132,7 +132,6 @@ class KDCLI(LightningCLI):
         parser.add_argument(
             "--run_dir", type=str | None, default=None, help="write into exactly this folder (no version folders)"
         )
-        parser.add_argument("--runs_root", type=str, default="runs", help="folder holding the experiment folders")
         parser.add_argument(
             "--role", type=str | None, default=None, help="teacher | baseline | kd (W&B job type; default inferred)"
         )
@@ -173,7 +172,7 @@ class KDCLI(LightningCLI):
         losses = config.get("model.init_args.losses")
         role = infer_role(config.get("role"), bool(losses), run_name)
         config["experiment"], config["run_name"], config["role"] = experiment, run_name, role
-        root = Path(config.get("runs_root") or "runs")
+        root = Path(str(config.get("trainer.default_root_dir") or "runs"))  # holds the experiment folders
         ckpt_path = config.get("ckpt_path")
         if subcommand == "fit":
             return resolve_layout(root, experiment, run_name, role, config.get("run_dir"), resume=ckpt_path == "last")

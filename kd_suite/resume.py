@@ -8,8 +8,10 @@ resumed fit starts, and again after its sanity check (which draws from them too)
 iterator — which Lightning creates before that epoch's hooks run — draws from the saved state. Datasets restart
 their augmentation streams every epoch from that state (per loader worker, or through
 :class:`~kd_suite.data.common.ReseedingSampler` without workers); ``persistent_workers`` keeps worker streams across
-epochs, so it is the one loader setting under which a resume is not bit-exact (a warning says so). :class:`AtomicCheckpointIO` writes a checkpoint to
-a temporary file and renames it, so a kill during a save leaves the previous ``last.ckpt`` whole.
+epochs, so it is the one loader setting under which a resume is not bit-exact (a warning says so).
+
+:class:`AtomicCheckpointIO` writes a checkpoint to a temporary file and renames it, so a kill during a save leaves the
+previous ``last.ckpt`` whole.
 
 Checkpoints are written at epoch ends, so a resume repeats the part of the epoch the kill interrupted.
 """

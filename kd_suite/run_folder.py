@@ -1,6 +1,6 @@
 """One folder per run: ``runs/<experiment>/<run>/`` with the config, checkpoints, metrics and logger files.
 
-Layout (written by ``kd-suite fit``)::
+Layout (written by ``kd-suite fit``; ``runs`` is ``trainer.default_root_dir``)::
 
     runs/<experiment>/<run>/          a re-run of the same config gets <run>-v2, <run>-v3 ...: nothing is overwritten
         config.yaml                   the resolved config (what ran; ``kd-suite fit --config`` it again)

@@ -125,8 +125,15 @@ def test_teacher_ckpt_formats(tmp_path, fmt):
 
 
 def test_teacher_ckpt_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        TinySegDistiller(TinySegNet(8), teacher=TinySegNet(16), teacher_ckpt=str(tmp_path / "missing.pt"))
+    with pytest.warns(UserWarning, match="missing.pt.*not found"):  # evaluation works without it ...
+        module = TinySegDistiller(TinySegNet(8), teacher=TinySegNet(16), teacher_ckpt=str(tmp_path / "missing.pt"))
+    assert module.teachers_loaded == [False]
+    with pytest.warns(UserWarning, match="not found"):
+        kd = TinySegDistiller(
+            TinySegNet(8), teacher=TinySegNet(16), teacher_ckpt=str(tmp_path / "missing.pt"), losses={"kl": PixelKL()}
+        )
+    with pytest.raises(FileNotFoundError, match="missing.pt"):  # ... distillation does not
+        kd.require_teachers()
     wrong = tmp_path / "wrong.pt"
     torch.save(TinySegNet(4).state_dict(), wrong)
     with pytest.raises(ValueError, match=r"wrong\.pt.*shape mismatch"):

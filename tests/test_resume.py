@@ -80,7 +80,22 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fit(tmp: Path, name: str, cfg: dict, *extra: str) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["fit", "--config", str(path), "--runs_root", str(tmp / "runs"), "--run_name", name, "--experiment", "resume", *extra]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(path),
+                f"--trainer.default_root_dir={tmp / 'runs'}",
+                "--run_name",
+                name,
+                "--experiment",
+                "resume",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return tmp / "runs" / "resume" / name
 
 
@@ -124,8 +139,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp, reference):
     run = tmp / "runs" / "resume" / "killed"
     last = run / "checkpoints" / "last.ckpt"
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # one thread, as the tests run
-    cmd = [sys.executable, "-m", "kd_suite.cli", "fit", "--config", str(path), "--runs_root", str(tmp / "runs"),
-           "--run_name", "killed", "--experiment", "resume"]  # fmt: skip
+    root = f"--trainer.default_root_dir={tmp / 'runs'}"
+    cmd = [sys.executable, "-m", "kd_suite.cli", "fit", "--config", str(path), root, "--run_name", "killed",
+           "--experiment", "resume"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -166,7 +182,7 @@ def test_shipped_recipes_resume_bit_exactly(tmp_path, demo_data, name):
         "--config", str(DEMO / name), f"--data.init_args.root={demo_data / folder}", *sizes,
         "--model.init_args.teacher_ckpt=null", "--trainer.max_epochs=2", "--trainer.limit_train_batches=3",
         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        "--runs_root", str(tmp_path), "--experiment", "shipped",
+        f"--trainer.default_root_dir={tmp_path}", "--experiment", "shipped",
     ]  # fmt: skip
     assert main(["fit", *common, "--run_name", "full"]) == 0
     crash = '--trainer.callbacks=[{"class_path": "tests.support.CrashAt", "init_args": {"epoch": 1, "batch": 1}}]'

@@ -121,7 +121,7 @@ def fit_run(config: str, run_dir: str, seed: int, overrides: list[str], wandb_na
         "--config",
         config,
         f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={run_dir}",
+        f"--run_dir={run_dir}",
         "--trainer.callbacks=[]",
         "--trainer.enable_checkpointing=false",
         *logger,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -82,10 +83,11 @@ def test_teacher_checkpoint_round_trip(workdir: Path, monkeypatch: pytest.Monkey
     )
     one_epoch = ["--trainer.max_epochs=1", "--trainer.num_sanity_val_steps=0"]  # the tiny set: one batch each way
     assert main(["fit", "--config", teacher_cfg, *TINY, *one_epoch]) == 0
-    ckpt = workdir / "runs" / "parsing_synth" / "teacher.ckpt"  # the KD configs' teacher_ckpt
-    assert ckpt.is_file()
+    run = workdir / "runs" / "parsing_synthetic" / "synthetic_teacher"
+    ckpt = run / "checkpoints" / "best.ckpt"  # the KD configs' teacher_ckpt
+    assert ckpt.is_file() and (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     raw = torch.load(ckpt, weights_only=True)
-    teacher_score = float(next(v for k, v in raw["callbacks"].items() if "ModelCheckpoint" in k)["best_model_score"])
+    teacher_score = json.loads((run / "metrics.json").read_text())["best"]["val/mIoU"]
 
     cli = KDCLI(args=["--config", kd_cfg, *TINY, *one_epoch], run=False)
     module = cli.model
