@@ -1,7 +1,8 @@
-"""``kd-suite`` command line: LightningCLI for fit/validate/test/predict plus the suite's own tools.
+"""``kd-suite`` command line: LightningCLI for fit/validate/test plus the suite's own tools.
 
 ``kd-suite fit --config X.yaml`` builds the Distiller and DataModule named by ``class_path`` in the config; unknown or
-misspelled keys are rejected before anything is built. ``kd-suite data|evaluate|profile|demo`` are plain commands.
+misspelled keys are rejected before anything is built. ``kd-suite predict|data|evaluate|profile|demo`` are plain
+commands (``predict`` runs a checkpoint's student on plain photos, without a config or a dataset).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .run_folder import RunLayout
 
 #: extra subcommands → module exposing ``main(argv: list[str]) -> int``
 TOOLS = {
+    "predict": ("kd_suite.tools.predict", "run a trained student on plain photos (label PNGs, COCO results, overlays)"),
     "data": ("kd_suite.tools.data", "generate synthetic datasets (synth) or render sample grids (show)"),
     "evaluate": ("kd_suite.tools.evaluate", "score prediction files against ground truth with the official protocol"),
     "profile": ("kd_suite.tools.profile", "params, GFLOPs and CPU latency of the student and teacher of a config"),
@@ -80,6 +82,11 @@ class KDCLI(LightningCLI):
             ``ArgumentError`` instead, for :func:`main` to print a short message.
         **kwargs: passed to ``LightningCLI``.
     """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test; ``kd-suite predict`` is the photo tool (:mod:`kd_suite.tools.predict`)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         with exact_class_arguments():
@@ -274,9 +281,8 @@ def check_ckpt_path(ckpt_path: Any) -> None:
 
 
 def _usage() -> str:
-    lines = ["usage: kd-suite {fit,validate,test,predict," + ",".join(TOOLS) + "} ...", "", "commands:"]
+    lines = ["usage: kd-suite {fit,validate,test," + ",".join(TOOLS) + "} ...", "", "commands:"]
     lines += [f"  {n:<9} Lightning {n} of a Distiller config (--config X.yaml)" for n in ("fit", "validate", "test")]
-    lines += ["  predict   Lightning predict of a Distiller config"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in TOOLS.items()]
     lines += ["", "Run 'kd-suite COMMAND --help' for the options of one command."]
     return "\n".join(lines)

@@ -37,30 +37,6 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | Path, num_classes: int) -> np.ndarray:
-    """Read a single-channel 8-bit label PNG; ids must be < ``num_classes`` or 255 (ignore)."""
-    data = np.fromfile(str(path), np.uint8) if os.path.isfile(path) else None
-    if data is None:
-        raise missing(path, "label file", "check the annotation folder, or pass skip_bad=True")
-    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if label is None:
-        raise DatasetError(path, "label image cannot be decoded", "re-extract the file or pass skip_bad=True")
-    if label.ndim != 2 or label.dtype != np.uint8:
-        raise DatasetError(
-            path,
-            f"label must be a single-channel 8-bit PNG of class ids, got shape {label.shape} dtype {label.dtype}",
-            "save labels as mode 'L' PNGs holding raw ids (a colour/palette PNG is not a label map)",
-        )
-    bad = (label >= num_classes) & (label != 255)
-    if bad.any():
-        raise DatasetError(
-            path,
-            f"label ids {sorted(np.unique(label[bad]).tolist())[:8]} out of range 0..{num_classes - 1} (255 = ignore)",
-            "fix the label file or pass skip_bad=True",
-        )
-    return label
-
-
 def read_json(path: Path, fix: str) -> Any:
     """Load a json file; missing, empty or malformed files raise :class:`DatasetError`."""
     if not path.is_file():

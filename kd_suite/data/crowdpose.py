@@ -17,7 +17,7 @@ from .common import first_existing, read_json
 from .errors import BadSamples, DatasetError, missing
 from .pose import PoseDataModule, PoseInstance
 from .schema import CROWDPOSE_FLIP_PAIRS, CROWDPOSE_JOINTS
-from .transforms import box_to_center_size
+from .transforms import box_to_center_size, sanitize_box
 from .validate import as_record, check_box, coco_images, finite_array, integer_id
 
 
@@ -150,7 +150,7 @@ class CrowdPoseDataModule(PoseDataModule):
             if a.get("iscrowd", 0) or image_id in missing_images or (train and a.get("num_keypoints", labelled) == 0):
                 continue
             im = images[image_id]
-            box = _clip_box(a["bbox"], int(im["width"]), int(im["height"]))
+            box = sanitize_box(a["bbox"], int(im["width"]), int(im["height"]))
             if box is None:
                 continue
             meta = {
@@ -187,7 +187,7 @@ class CrowdPoseDataModule(PoseDataModule):
             if d.get("category_id", 1) != 1 or score < self.det_score_thr or image_id in missing_images:
                 continue
             im = images[image_id]
-            box = _clip_box(box, int(im["width"]), int(im["height"]))
+            box = sanitize_box(box, int(im["width"]), int(im["height"]))
             if box is None:
                 continue
             meta = {"bbox": list(box), "area": box[2] * box[3], "crowd_index": float(im.get("crowdIndex", 0.0))}
@@ -213,13 +213,3 @@ class CrowdPoseDataModule(PoseDataModule):
         meta = {"image": im["file_name"], **meta}
         path = self.root / "images" / im["file_name"]
         return PoseInstance(path, center, size, joints, visible, meta, image_id=image_id, box_score=score)
-
-
-def _clip_box(box: Any, width: int, height: int) -> tuple[float, float, float, float] | None:
-    """HRNet's ``_sanitize``: clip to the image; None when nothing is left."""
-    x, y, w, h = (float(v) for v in box)
-    x1, y1 = max(0.0, x), max(0.0, y)
-    x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
-    if x2 < x1 or y2 < y1 or w * h <= 0 or (x2 == x1 and y2 == y1):  # a point box has no crop size
-        return None
-    return x1, y1, x2 - x1, y2 - y1

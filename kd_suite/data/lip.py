@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from .batch import ParsingBatch, sample_id_tensor
-from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, read_label, to_tensor
+from .common import BaseDataModule, SampleDataset, first_existing, read_id_list, read_image, to_tensor
 from .errors import BadSamples, DatasetError, missing
 from .facts import DatasetFacts
+from .labels import read_label
 from .schema import IGNORE_INDEX, LIP_CLASSES, LIP_FLIP_PAIRS
 from .transforms import hflip_parsing, swap_lut
 
@@ -57,6 +58,11 @@ def lip_split_paths(root: Path, split: str) -> tuple[Path, Path, Path]:
         f"write one image id per line into {split}_id.txt next to {images.name}/",
     )
     return images, labels, ids
+
+
+def val_transform(input_size: tuple[int, int]) -> A.Compose:
+    """The validation transform, also ``kd-suite predict``'s: the whole image resized to ``input_size`` (h, w)."""
+    return A.Compose([A.Resize(int(input_size[0]), int(input_size[1]))])
 
 
 def lip_records(root: Path, split: str, bad: BadSamples) -> list[tuple[str, Path, Path]]:
@@ -123,9 +129,7 @@ class LIPDataset(SampleDataset):
             ]
             if color_jitter:
                 steps.append(A.ColorJitter(0.25, 0.25, 0.25, 0.03, p=0.5))
-        else:
-            steps = [A.Resize(h, w)]
-        self.transform = A.Compose(steps)
+        self.transform = A.Compose(steps) if augment else val_transform(input_size)
         super().__init__(records, bad)
 
     def reseed(self, seed: int) -> None:

@@ -51,6 +51,13 @@ class PoseInstance:
     box_score: float = 1.0
 
 
+def warp_crop(image: np.ndarray, warp: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """The (h, w, 3) person crop of ``image`` under the (2, 3) image → crop affine ``warp`` (bilinear, black border);
+    validation, training and ``kd-suite predict`` crop with it."""
+    h, w = input_size
+    return cv2.warpAffine(image, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
 class TopDownDataset(SampleDataset):
     """Person crops with joint targets.
 
@@ -113,7 +120,7 @@ class TopDownDataset(SampleDataset):
         if flipped:
             mirror = np.array([[-1.0, 0.0, w_img - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
             warp = (np.concatenate([matrix, [[0.0, 0.0, 1.0]]]) @ mirror)[:2]  # original image → crop
-        crop = cv2.warpAffine(image, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        crop = warp_crop(image, warp, self.input_size)
         keypoints = warp_points(joints, matrix)  # (K, 2) crop pixels
         inside = (
             (keypoints[:, 0] >= 0) & (keypoints[:, 0] <= w - 1) & (keypoints[:, 1] >= 0) & (keypoints[:, 1] <= h - 1)

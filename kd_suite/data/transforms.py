@@ -51,6 +51,18 @@ def box_to_center_size(box: Sequence[float], aspect: float, padding: float = 1.2
     return center, np.array([w, h]) * padding
 
 
+def sanitize_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float] | None:
+    """COCO ``[x, y, w, h]`` clipped to a ``width`` × ``height`` image as pixel-inclusive ``(x, y, w - 1, h - 1)``
+    (HRNet's ``_sanitize``, the person boxes of CrowdPose validation and ``kd-suite predict``); ``None`` when nothing
+    is left."""
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
+    if x2 < x1 or y2 < y1 or w * h <= 0 or (x2 == x1 and y2 == y1):  # a point box has no crop size
+        return None
+    return x1, y1, x2 - x1, y2 - y1
+
+
 # ---------------------------------------------------------------------------------------------------------- pose
 def gaussian_heatmaps(
     joints: np.ndarray, visible: np.ndarray, heatmap_size: Sequence[int], stride: float, sigma: float = 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,11 @@ class ParsingDistiller(Distiller):
         """Per image: logits bilinearly upsampled to ``batch.orig_sizes`` (the input size when it is ``None``),
         argmaxed → (H0, W0) class ids."""
         sizes = batch.orig_sizes.tolist() if batch.orig_sizes is not None else [batch.image.shape[-2:]] * len(logits)
+        return self.labels_at_sizes(logits, sizes)
+
+    @staticmethod
+    def labels_at_sizes(logits: Tensor, sizes: Sequence[Sequence[int]]) -> list[Tensor]:
+        """Per image ``i``: (B, K, h, w) ``logits[i]`` bilinearly upsampled to ``sizes[i]`` (H0, W0) and argmaxed."""
         return [_argmax_at(logits[i : i + 1], tuple(size))[0] for i, size in enumerate(sizes)]  # [(H0, W0)]
 
     def predict_step(self, batch: ParsingBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:

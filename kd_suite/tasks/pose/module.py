@@ -144,12 +144,29 @@ class PoseDistiller(Distiller):
 
     def decode(self, model: nn.Module, batch: PoseBatch, output: PoseOutput) -> Tensor:
         """(B, K, 3) joints in original-image pixels + confidence, flip-tested when ``flip_test`` (pairs known)."""
+        return self.predict_joints(batch.image, batch.inv_affine, model, output)
+
+    def predict_joints(
+        self, image: Tensor, inv_affine: Tensor, model: nn.Module | None = None, output: PoseOutput | None = None
+    ) -> Tensor:
+        """(B, K, 3) joints of ``model`` (the student by default) on person crops, in original-image pixels.
+
+        Args:
+            image: (B, 3, H, W) crops.
+            inv_affine: (B, 2, 3) crop pixels → original-image pixels of each crop.
+            model: the pose network; ``None`` is the student.
+            output: ``model``'s output on ``image`` when already computed.
+
+        Returns:
+            (B, K, 3) ``x, y`` original pixels and confidence, flip-tested when ``flip_test`` (and pairs are known).
+        """
+        model = self.student if model is None else model
         pairs = self.flip_pairs
         if self.use_flip and pairs is None and not self._warned_flip:
-            warnings.warn("flip_test is on but no flip_pairs are known; validating without flip", stacklevel=2)
+            warnings.warn("flip_test is on but no flip_pairs are known; decoding without flip", stacklevel=2)
             self._warned_flip = True
-        coords, conf = flip_test(model, batch.image, pairs if self.use_flip else None, output)
-        return torch.cat([to_original(coords, batch.image.shape[-2:], batch.inv_affine), conf.unsqueeze(-1)], -1)
+        coords, conf = flip_test(model, image, pairs if self.use_flip else None, output)  # (B, K, 2), (B, K)
+        return torch.cat([to_original(coords, image.shape[-2:], inv_affine), conf.unsqueeze(-1)], -1)  # (B, K, 3)
 
     def build_metric(self) -> PoseScores | None:
         if self.metric == "none":
