@@ -99,7 +99,7 @@ class KDCLI(LightningCLI):
         self.layout: RunLayout | None = None
         kwargs.setdefault(
             "trainer_defaults",
-            {"default_root_dir": "runs", "logger": {"class_path": "kd_suite.loggers.KDWandbLogger"}},
+            {"default_root_dir": default_root(), "logger": {"class_path": "kd_suite.loggers.KDWandbLogger"}},
         )
         try:
             super().__init__(
@@ -154,7 +154,8 @@ class KDCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:  # Lightning reads the checkpoint's hyperparameters here, right after parsing
         subcommand = self.config.get("subcommand")
-        if not subcommand:
+        if not subcommand:  # run=False: the caller fits, in the run folder of a fit
+            self.layout = self._layout("fit", self.config)
             return super()._parse_ckpt_path()
         config = self.config[subcommand]
         self.layout = self._layout(subcommand, config)
@@ -179,7 +180,7 @@ class KDCLI(LightningCLI):
         losses = config.get("model.init_args.losses")
         role = infer_role(config.get("role"), bool(losses), run_name)
         config["experiment"], config["run_name"], config["role"] = experiment, run_name, role
-        root = Path(str(config.get("trainer.default_root_dir") or "runs"))  # holds the experiment folders
+        root = Path(str(config.get("trainer.default_root_dir") or default_root()))  # holds the experiment folders
         ckpt_path = config.get("ckpt_path")
         if subcommand == "fit":
             return resolve_layout(root, experiment, run_name, role, config.get("run_dir"), resume=ckpt_path == "last")
@@ -202,7 +203,7 @@ class KDCLI(LightningCLI):
         if layout is not None and "default_root_dir" not in kwargs:
             kwargs["default_root_dir"] = str(layout.run_dir)
             self._configure_logger(trainer_init.get("logger"), config, layout)
-            if self.subcommand == "fit":
+            if self.subcommand in ("fit", None):
                 callbacks = [*self._run_callbacks(trainer_init, layout), *callbacks]
                 if not trainer_init.get("plugins"):  # a config's own plugins (its CheckpointIO) are left alone
                     from .resume import AtomicCheckpointIO
@@ -259,6 +260,12 @@ def _as_list(value: Any) -> list[Any]:
     if value is None or value is False or value is True:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def default_root() -> str:
+    """The folder holding the experiment folders unless ``trainer.default_root_dir`` says otherwise: ``runs``, or
+    ``$KD_SUITE_RUNS`` when set."""
+    return os.environ.get("KD_SUITE_RUNS") or "runs"
 
 
 def check_ckpt_path(ckpt_path: Any) -> None:

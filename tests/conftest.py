@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# run folders of tests that do not choose one go to a temporary folder, never into the checkout's runs/
+os.environ.setdefault("KD_SUITE_RUNS", tempfile.mkdtemp(prefix="kd-suite-test-runs-"))
 torch.set_num_threads(1)  # tiny models: threading overhead outweighs gains, and pytest-xdist uses the cores
 
 REPO = Path(__file__).resolve().parents[1]
