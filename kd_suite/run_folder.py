@@ -169,11 +169,13 @@ def headline_key(module: L.LightningModule) -> str | None:
 
 
 class RunSummary(L.Callback):
-    """Keep every validation epoch's scores; at the end of fit write ``metrics.json`` and print a summary.
+    """Keep every validation epoch's scores and sampled training terms; at the end of fit write ``metrics.json`` and
+    ``curves.json`` and print a summary.
 
     The summary names the best score and epoch, the run folder, the checkpoints and the wall time (summed over
-    resumed sessions). The history is part of the callback state, so a resumed run's ``metrics.json`` covers all
-    epochs.
+    resumed sessions). ``curves.json`` holds the total, every task and distillation term and each term's scheduled
+    weight about 20 times per epoch (``{"every": k, "points": [{"step", "epoch", "train/...": value}]}``). Both
+    histories are part of the callback state, so a resumed run's files cover all epochs.
 
     Args:
         layout: the run's folder and names.
@@ -182,20 +184,41 @@ class RunSummary(L.Callback):
     def __init__(self, layout: RunLayout) -> None:
         self.layout = layout
         self.history: list[dict[str, Any]] = []
+        self.curve: list[dict[str, float]] = []
+        self.every = 1
         self.wall_s = 0.0
         self._start = 0.0
         self.monitor: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "wall_s": self.wall_s + (time.perf_counter() - self._start)}
+        wall = self.wall_s + (time.perf_counter() - self._start)
+        return {"history": self.history, "curve": self.curve, "wall_s": wall}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self.curve = list(state_dict.get("curve", []))
         self.wall_s = float(state_dict.get("wall_s", 0.0))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self.monitor = headline_key(pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = trainer.num_training_batches  # known once the loaders are set up
+        self.every = max(1, int(n) // 20) if n != float("inf") else 50
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        terms = getattr(pl_module, "last_terms", None)
+        if not terms or trainer.global_step % self.every:
+            return
+        point: dict[str, float] = {"step": trainer.global_step, "epoch": trainer.current_epoch}
+        for kind in ("task", "kd"):
+            point |= {f"train/{kind}/{k}": float(v) for k, v in terms.get(kind, {}).items()}
+        point["train/total"] = sum(v for k, v in point.items() if k.startswith("train/"))
+        point |= {f"train/weight/{k}": float(w) for k, w in getattr(pl_module, "term_weights", {}).items()}
+        self.curve = [c for c in self.curve if c["step"] < trainer.global_step] + [point]
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -212,6 +235,8 @@ class RunSummary(L.Callback):
         record = self.record(wall)
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         (self.layout.run_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        curves = {"every": self.every, "points": self.curve}
+        (self.layout.run_dir / "curves.json").write_text(json.dumps(curves) + "\n")
         print(self.format(record))
 
     def record(self, wall_s: float) -> dict[str, Any]:

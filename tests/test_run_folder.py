@@ -55,6 +55,10 @@ def test_fit_writes_one_folder_per_run_and_summarises(tmp_path, capsys):
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
     assert record["best"] == max(record["epochs"], key=lambda e: e["val/acc"]) and record["final"]["epoch"] == 2
     assert 0 <= record["best"]["val/acc"] <= 100 and record["best"]["val/acc"] > 1  # percent, not a fraction
+    curves = json.loads((run / "curves.json").read_text())
+    steps = [c["step"] for c in curves["points"]]
+    assert steps == sorted(steps) and len(steps) >= 3 * 10 and all(s % curves["every"] == 0 for s in steps)
+    assert all(c["train/total"] > 0 and any(k.startswith("train/task/") for k in c) for c in curves["points"])
     out = capsys.readouterr().out
     assert f"best   val/acc = {record['best']['val/acc']:.2f} % at epoch {record['best']['epoch']}" in out
     assert str(run / "checkpoints" / "best.ckpt") in out
