@@ -29,6 +29,7 @@ TOOLS = {
     "data": ("kd_suite.tools.data", "generate synthetic datasets (synth) or render sample grids (show)"),
     "evaluate": ("kd_suite.tools.evaluate", "score prediction files against ground truth with the official protocol"),
     "profile": ("kd_suite.tools.profile", "params, GFLOPs and CPU latency of the student and teacher of a config"),
+    "study": ("kd_suite.tools.study", "teacher, baselines and KD variants over seeds in one command, with a report"),
     "demo": ("kd_suite.tools.demo", "teacher → baseline → KD student on built-in synthetic data, with a report"),
 }
 

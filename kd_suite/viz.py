@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from .data.schema import (
     COCO_JOINTS,
@@ -146,6 +148,41 @@ def save_grid(
                 ax.set_title(str(titles[k]), fontsize=7)
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def prediction_grid(models: dict[str, Any], datamodule: Any, path: Path, title: str, n: int = 4) -> Path:
+    """Ground truth and each model's predictions (columns) on the first ``n`` validation images (rows), saved as PNG.
+
+    ``models`` maps a label to a task module (its ``render`` draws, its ``student`` predicts), in column order.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = {label: module.eval() for label, module in models.items()}
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    reference = next(iter(models.values()))
+    columns = {"ground truth": reference.render(batch, None, n)}
+    with torch.no_grad():
+        for label, module in models.items():
+            columns[label] = module.render(batch, module.student(batch.image), n)
+    n = min(n, len(columns["ground truth"]))
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.6 * len(columns), 2.6 * n), squeeze=False)
+    for col, (label, pictures) in enumerate(columns.items()):
+        for row in range(n):
+            ax = axes[row][col]
+            ax.imshow(pictures[row])
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -291,30 +291,8 @@ def main(argv: list[str]) -> int:
 @torch.no_grad()
 def _picture(exp: Experiment, rows: dict, datamodule: Any, out: Path, n: int = 4) -> Path:
     """Side-by-side predictions of teacher, baseline and KD students on the first validation images."""
-    import matplotlib
+    from ..viz import prediction_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = {role: r["module"].eval() for role, r in rows.items() if not role.startswith("_")}
-    reference = models["teacher"]
-    datamodule.setup("validate")
-    batch = next(iter(datamodule.val_dataloader()))
-    columns = {"ground truth": reference.render(batch, None, n)}
-    for role, module in models.items():
-        columns[role] = module.render(batch, module.student(batch.image), n)
-    n = min(n, len(columns["ground truth"]))
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.6 * len(columns), 2.6 * n), squeeze=False)
-    for col, (title, pictures) in enumerate(columns.items()):
-        for row in range(n):
-            ax = axes[row][col]
-            ax.imshow(pictures[row])
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-    fig.suptitle(f"{exp.task}: validation predictions ({exp.metric.split('/')[-1]} in the report)", fontsize=10)
-    fig.tight_layout()
-    path = out / f"{exp.task}_predictions.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    models = {role: r["module"] for role, r in rows.items() if not role.startswith("_")}
+    title = f"{exp.task}: validation predictions ({exp.metric.split('/')[-1]} in the report)"
+    return prediction_grid(models, datamodule, out / f"{exp.task}_predictions.png", title, n)
