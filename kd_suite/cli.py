@@ -31,6 +31,7 @@ TOOLS = {
     "profile": ("kd_suite.tools.profile", "params, GFLOPs and CPU latency of the student and teacher of a config"),
     "study": ("kd_suite.tools.study", "teacher, baselines and KD variants over seeds in one command, with a report"),
     "demo": ("kd_suite.tools.demo", "teacher → baseline → KD student on built-in synthetic data, with a report"),
+    "export": ("kd_suite.tools.export", "the trained student as safetensors + ONNX, checked against PyTorch"),
 }
 
 

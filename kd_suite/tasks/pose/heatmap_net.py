@@ -91,15 +91,23 @@ class HeatmapNet(nn.Module):
             aux_heatmaps=[TapInfo(num_joints, self.stride)] * aux_heads,
         )
 
-    def forward(self, image: Tensor) -> PoseOutput:
-        """(B, 3, H, W) → :class:`PoseOutput` (heatmaps at ``self.stride``)."""
+    def _run(self, image: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Backbone pyramid, deconvolution stage outputs and the (B, K, h, w) heatmaps of ``image``."""
         features = self.backbone(image)
         x = features[-1]
         stages = []
         for layer in self.deconv:
             x = layer(x)  # (B, C, 2h, 2w)
             stages.append(x)
-        heatmaps = self.final(x)  # (B, K, h, w)
+        return features, stages, self.final(x)  # ..., (B, K, h, w)
+
+    def forward_heatmaps(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) → (B, K, h, w) heatmaps only: no eval-mode decode (what ``kd-suite export`` runs)."""
+        return self._run(image)[2]
+
+    def forward(self, image: Tensor) -> PoseOutput:
+        """(B, 3, H, W) → :class:`PoseOutput` (heatmaps at ``self.stride``)."""
+        features, stages, heatmaps = self._run(image)
         out = PoseOutput(features=features, heatmaps=heatmaps)
         if self.training and len(self.aux):
             first = len(stages) - 1 - len(self.aux)  # the aux heads read the stages just before the last one
