@@ -78,7 +78,8 @@ class KDWandbLogger(WandbLogger):
             self._save_dir = init["dir"] = str(run_dir)
         init["group"] = self._explicit["group"] or layout.experiment
         init["job_type"] = self._explicit["job_type"] or layout.role
-        init["name"] = self._name = self._explicit["name"] or f"{run_dir.name}-seed{seed}"
+        base = run_dir.name if run_dir.name.startswith(layout.run_name) else layout.run_name  # keeps a -vN suffix
+        init["name"] = self._name = self._explicit["name"] or f"{base}-seed{seed}"
         init["tags"] = sorted({*(init.get("tags") or []), layout.role, *tags})
         id_file = run_dir / "wandb_id.txt"
         if id_file.is_file():

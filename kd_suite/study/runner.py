@@ -46,10 +46,20 @@ class StudyPlan:
         study: the parsed study.
         root: the folder holding experiment folders.
         wandb: log every run to W&B (one group per study).
+        folder: the study's folder (default ``root/<name>``).
+        costs: expected seconds per role (the job order; default 3 for the teacher, 1 for the others).
     """
 
-    def __init__(self, study: Study, root: Path, wandb: bool = False) -> None:
-        self.study, self.dir = study, root / study.name
+    def __init__(
+        self,
+        study: Study,
+        root: Path,
+        wandb: bool = False,
+        folder: Path | None = None,
+        costs: dict[str, float] | None = None,
+    ) -> None:
+        self.study, self.dir = study, folder or root / study.name
+        self.costs = costs or {}
         common = [*study.overrides, *(["--trainer.logger=kd_suite.loggers.KDWandbLogger"] if wandb else [])]
         self.runs: dict[str, dict[str, Any]] = {}  # role → {"config", "overrides", "dirs": {seed: dir}, "kind", ...}
         self.teacher_ckpt = study.teacher_ckpt
@@ -87,14 +97,17 @@ class StudyPlan:
             for seed, run_dir in run["dirs"].items():
                 if self.done(run_dir):
                     continue
-                after = ("teacher",) if teacher_pending and run["role"] == "kd" else ()
-                key = "teacher" if role == "teacher" else f"{slug(role)}/seed{seed}"
+                name = self.study.name
+                after = (f"{name}/teacher",) if teacher_pending and run["role"] == "kd" else ()
+                key = f"{name}/teacher" if role == "teacher" else f"{name}/{slug(role)}/seed{seed}"
                 kwargs = {"config": run["config"], "run_dir": str(run_dir), "seed": seed}
                 kwargs |= {"overrides": run["overrides"], "experiment": self.study.name, "run_name": slug(role)}
-                jobs.append(
-                    Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=3.0 if role == "teacher" else 1.0)
-                )
+                jobs.append(Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=self.cost(role)))
         return jobs
+
+    def cost(self, role: str) -> float:
+        """Expected seconds of one run of ``role`` (only the order of the jobs depends on it)."""
+        return float(self.costs.get(role, 3.0 if role == "teacher" else 1.0))
 
     def describe(self) -> str:
         """One line per run: done or to do."""

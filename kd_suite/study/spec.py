@@ -72,6 +72,7 @@ class Study:
     variants: dict[str, Variant]
     overrides: list[str] = field(default_factory=list)
     teacher_config: Path | None = None
+    teacher_overrides: list[str] = field(default_factory=list)
     teacher_ckpt: Path | None = None
     teacher_score: float | None = None
     metric: str | None = None
@@ -128,6 +129,7 @@ def load_study(path: str | Path, out_root: Path) -> Study:
         study.teacher_score = teacher.get("score")
     elif teacher is not None:
         study.teacher_config = existing(teacher["config"] if isinstance(teacher, dict) else teacher, "teacher")
+        study.teacher_overrides = [str(o) for o in (teacher.get("overrides", []) if isinstance(teacher, dict) else [])]
     if "baseline" in data:
         study.baselines["baseline"] = existing(data["baseline"], "baseline")
     for key, value in (data.get("baselines") or {}).items():

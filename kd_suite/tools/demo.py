@@ -9,9 +9,11 @@ GFLOPs and CPU latency, plus a picture of teacher / baseline / KD predictions.
 Every task also gets a *trivial* row (:mod:`kd_suite.metrics.trivial`: the mean pose, the per-pixel majority class,
 no boxes) and the report flags any model that does not beat it, and any student that beats its teacher.
 
-Every run is one job of :func:`~kd_suite.tools.schedule.run_jobs` (``--parallel`` worker processes, a KD run after
-its teacher, each run's output in ``OUT/<task>/<run>/seed<N>/fit.log``); each task's summary (report rows, picture)
-is a job after all of its runs, built from the saved checkpoints.
+Each task is a study (:mod:`kd_suite.study`) over its recipes: every run an ordinary ``kd-suite fit`` in
+``OUT/<task>/<run>/seed<N>/`` (the teacher in ``OUT/<task>/teacher/``), all of them jobs of
+:func:`~kd_suite.tools.schedule.run_jobs` on ``--parallel`` worker processes (a KD run after its teacher, each run's
+output in its ``fit.log``). Finished runs are not trained again. Each task then gets the study's report
+(``OUT/<task>/report.md`` / ``report.html``, plots, predictions) and its rows of the demo table.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
 import yaml
 
-from ..metrics.trivial import trivial_score
+from ..study.runner import StudyPlan
+from ..study.spec import Study, Variant, losses_of
 from .report import format_table, summarise
-from .schedule import Job, run_jobs
+from .schedule import run_jobs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -103,116 +104,42 @@ EXPERIMENTS = {
 }
 
 
-def fit_run(config: str, run_dir: str, seed: int, overrides: list[str], wandb_name: str | None) -> dict[str, float]:
-    """Train one config (a job of :func:`~kd_suite.tools.schedule.run_jobs`); save ``run_dir/final.ckpt``.
-
-    Logs to W&B under ``wandb_name`` unless it is ``None``. Returns the final validation metrics.
-    """
-    from ..cli import KDCLI
-
-    run_dir = Path(run_dir)
-    logger = (
-        [f"--trainer.logger.save_dir={run_dir}", f"--trainer.logger.name={wandb_name}"]
-        if wandb_name
-        else ["--trainer.logger=false"]
-    )
-    args = [
-        "fit",
-        "--config",
-        config,
-        f"--seed_everything={seed}",
-        f"--run_dir={run_dir}",
-        "--trainer.callbacks=[]",
-        "--trainer.enable_checkpointing=false",
-        *logger,
-        *overrides,
-    ]
-    cli = KDCLI(args=args)
-    cli.trainer.save_checkpoint(run_dir / "final.ckpt", weights_only=False)  # full state: resumable
-    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-
-
-def summary_run(task: str, runs: dict[str, dict], out: str, results: dict[str, dict]) -> list[dict]:
-    """A task's report rows and picture from its trained runs (a job after all of them).
-
-    ``runs`` maps each role to ``{"config", "overrides", "ckpt", "baseline", "jobs"}`` (the first seed's checkpoint
-    is drawn and profiled); ``results`` maps each fit job's key to its validation metrics.
-    """
-    from ..cli import KDCLI
-    from ..teacher import load_weights
-
-    exp, rows, datamodule = EXPERIMENTS[task], {}, None
-    for role, run in runs.items():
-        cli = KDCLI(args=["--config", run["config"], "--trainer.logger=false", *run["overrides"]], run=False)
-        load_weights(cli.model.student, run["ckpt"])
-        cli.datamodule.setup("validate")
-        cli.model.link_data(cli.datamodule.facts)  # what fit's setup does: skeleton, class names, flip pairs
-        metrics = [results[key] for key in run["jobs"]]
-        rows[role] = {"metrics": metrics, "module": cli.model.eval(), "baseline": run["baseline"]}
-        datamodule = datamodule or cli.datamodule
-    rows["_trivial"] = trivial_score(exp.task, datamodule)
-    report = summarise(exp, rows, tuple(getattr(datamodule, "input_size", (256, 256))))
-    picture = _picture(exp, rows, datamodule, Path(out))
-    print(f"[demo] {task}: predictions in {picture}", flush=True)
-    return report
-
-
-def plan(exp: Experiment, out: Path, data: Path, seeds: list[int], epochs: int | None, wandb: bool) -> list[Job]:
-    """The jobs of one task: its teacher, every baseline and KD run for each seed, and the summary after them."""
+def study_of(exp: Experiment, data: Path, seeds: list[int], epochs: int | None) -> Study:
+    """The demo task as a study over its ``configs/demo/`` recipes (:mod:`kd_suite.study`)."""
     from ..data.synth import FORMAT_DIRS
 
     base = [f"--data.init_args.root={data / FORMAT_DIRS[exp.data_format]}", *exp.overrides]
     # --epochs wins over every per-run setting, and the run is scored at its end
-    forced = [f"--trainer.max_epochs={epochs}", f"--trainer.check_val_every_n_epoch={epochs}"] if epochs else []
-    teacher_ckpt, teacher_key = out / exp.task / "teacher" / "final.ckpt", f"{exp.task}/teacher/seed{seeds[0]}"
-    roles = {"teacher": (exp.teacher, None)} | {role: (cfg, None) for role, cfg in exp.baselines.items()} | exp.kd
-    jobs, runs = [], {}
-    for role, (cfg, baseline) in roles.items():
-        overrides = base + (list(exp.teacher_overrides) if role == "teacher" else []) + forced
-        if baseline is not None:
-            overrides.append(f"--model.init_args.teacher_ckpt={teacher_ckpt}")
-        role_seeds = seeds[:1] if role == "teacher" else seeds  # one teacher for every seed of its students
-        dirs = [
-            teacher_ckpt.parent if role == "teacher" else out / exp.task / _slug(role) / f"seed{s}" for s in role_seeds
-        ]
-        keys = [f"{exp.task}/{_slug(role)}/seed{s}" for s in role_seeds]
-        after = (teacher_key,) if baseline is not None else ()
-        for key, run_dir, seed in zip(keys, dirs, role_seeds):
-            jobs.append(_fit_job(exp, role, exp.config(cfg), key, run_dir, seed, overrides, wandb, after, epochs))
-        runs[role] = {"config": str(exp.config(cfg)), "overrides": overrides, "ckpt": str(dirs[0] / "final.ckpt")}
-        runs[role] |= {"jobs": keys, "baseline": baseline}
-    summary = Job(
-        f"{exp.task}/summary",
-        summary_run,
-        {"task": exp.task, "runs": runs, "out": str(out)},
-        out / exp.task / "summary.log",
-        after=tuple(k for run in runs.values() for k in run["jobs"]),
-        cost=exp.expected_s.get("summary", 10.0),
-        pass_results=True,
-    )
-    return jobs + [summary]
+    base += [f"--trainer.max_epochs={epochs}", f"--trainer.check_val_every_n_epoch={epochs}"] if epochs else []
+    baselines = {role: exp.config(cfg) for role, cfg in exp.baselines.items()}
+    variants = {
+        role: Variant(role, exp.config(cfg), [], baseline, sorted(losses_of(exp.config(cfg))))
+        for role, (cfg, baseline) in exp.kd.items()
+    }
+    study = Study(f"demo_{exp.task}", list(seeds), baselines, variants, base, exp.config(exp.teacher))
+    study.teacher_overrides, study.metric = list(exp.teacher_overrides), exp.metric
+    return study
 
 
-def _fit_job(
-    exp: Experiment,
-    role: str,
-    config: Path,
-    key: str,
-    run_dir: Path,
-    seed: int,
-    overrides: list[str],
-    wandb: bool,
-    after: tuple[str, ...],
-    epochs: int | None,
-) -> Job:
-    """A :func:`fit_run` job; its cost is the role's expected seconds, scaled when ``--epochs`` changes the schedule."""
-    cost = exp.expected_s.get(role, 60.0)
+def plan(exp: Experiment, out: Path, data: Path, seeds: list[int], epochs: int | None, wandb: bool) -> StudyPlan:
+    """The task's study plan in ``out/<task>/``, its runs ordered by the expected seconds of each role."""
+    costs = dict(exp.expected_s)
     if epochs:  # the expected times are for the shipped schedules
-        shipped = yaml.safe_load(config.read_text()).get("trainer", {}).get("max_epochs") or epochs
-        cost *= epochs / shipped
-    kwargs = {"config": str(config), "run_dir": str(run_dir), "seed": seed, "overrides": overrides}
-    kwargs["wandb_name"] = key.replace("/", "-") if wandb else None
-    return Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=cost)
+        for role, cfg in [("teacher", exp.teacher), *exp.baselines.items(), *((r, c) for r, (c, _) in exp.kd.items())]:
+            shipped = yaml.safe_load(exp.config(cfg).read_text()).get("trainer", {}).get("max_epochs") or epochs
+            costs[role] = costs.get(role, 60.0) * epochs / shipped
+    return StudyPlan(study_of(exp, data, seeds, epochs), out, wandb, folder=out / exp.task, costs=costs)
+
+
+def summary(exp: Experiment, plan: StudyPlan) -> list[dict]:
+    """The task's study files (``study.json``, ``report.md``/``.html``, plots, predictions) and its table rows."""
+    from ..study.report import write_report
+    from ..study.summary import summarise as summarise_study
+
+    doc = json.loads(summarise_study(plan).read_text())
+    write_report(plan.dir)
+    print(f"[demo] {exp.task}: report and plots in {plan.dir}", flush=True)
+    return summarise(exp.task, doc, exp.extra_metrics)
 
 
 def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:
@@ -270,12 +197,14 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_data(args.data, [EXPERIMENTS[t].data_format for t in tasks], args.scenes)
-    jobs = [j for t in tasks for j in plan(EXPERIMENTS[t], args.out, args.data, args.seeds, args.epochs, args.wandb)]
+    plans = {t: plan(EXPERIMENTS[t], args.out, args.data, args.seeds, args.epochs, args.wandb) for t in tasks}
+    jobs = [j for p in plans.values() for j in p.jobs()]
     expected = sum(j.cost for j in jobs) / max(1, args.parallel)
-    print(f"[demo] {len(jobs)} jobs on {max(1, args.parallel)} worker(s), about {expected / 60:.0f} min", flush=True)
-    done = run_jobs(jobs, args.parallel, args.threads, say=lambda line: print(line, flush=True))
-    report = [row for t in tasks if (r := done[f"{t}/summary"].result) for row in r]
+    print(f"[demo] {len(jobs)} runs on {max(1, args.parallel)} worker(s), about {expected / 60:.0f} min", flush=True)
+    done = run_jobs(jobs, args.parallel, args.threads, say=lambda line: print(line, flush=True)) if jobs else {}
     failed = [j.key for j in done.values() if j.error]
+    report = [row for t in tasks if not any(k.startswith(f"demo_{t}/") for k in failed)
+              for row in summary(EXPERIMENTS[t], plans[t])]  # fmt: skip
     if report:
         table = format_table(report)
         (args.out / "report.md").write_text(table + "\n")
@@ -286,13 +215,3 @@ def main(argv: list[str]) -> int:
         print(f"[demo] {len(failed)} job(s) failed or skipped: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-@torch.no_grad()
-def _picture(exp: Experiment, rows: dict, datamodule: Any, out: Path, n: int = 4) -> Path:
-    """Side-by-side predictions of teacher, baseline and KD students on the first validation images."""
-    from ..viz import prediction_grid
-
-    models = {role: r["module"] for role, r in rows.items() if not role.startswith("_")}
-    title = f"{exp.task}: validation predictions ({exp.metric.split('/')[-1]} in the report)"
-    return prediction_grid(models, datamodule, out / f"{exp.task}_predictions.png", title, n)

@@ -1,16 +1,16 @@
 """The comparison report of teacher, baselines and KD students: paired differences, gap closed, costs and flags.
 
-Rows are plain dicts (JSON-able, metrics in percent); :func:`summarise` builds them from the runs of one task and
+Rows are plain dicts (JSON-able, metrics in percent); :func:`summarise` builds them from one task's ``study.json`` and
 :func:`format_table` renders them as Markdown. ``gap closed = (KD − baseline) / (teacher − baseline)`` is reported only
 when the teacher leads the baseline by at least :data:`MIN_GAP` points.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
-
-from .profile import profile_model
 
 MIN_GAP = 1.0  # metric points (percent) a teacher must lead the baseline by for "gap closed" to mean anything
 
@@ -22,57 +22,59 @@ def gap_closed(kd: float, baseline: float, teacher: float) -> float | None:
     return (kd - baseline) / (teacher - baseline)
 
 
-def summarise(exp: Any, rows: dict, input_size: tuple[int, int]) -> list[dict]:
-    """Per role: mean ± std of the metric, paired per-seed difference to its baseline, gap closed, model costs, flags.
+def _scores(runs: dict[str, str], key: str, which: str) -> dict[str, float]:
+    """Seed → ``key`` of each run's ``metrics.json`` entry ``which`` (``"final"`` or ``"best"``), finished runs only."""
+    out = {}
+    for seed, run_dir in runs.items():
+        path = Path(run_dir) / "metrics.json"
+        entry = json.loads(path.read_text()).get(which) if path.is_file() else None
+        if entry and key in entry:
+            out[seed] = float(entry[key])
+    return out
 
-    A trivial row (``rows["_trivial"]``) comes first; a model row that does not beat it is flagged, and so is a
-    student that beats its teacher.
+
+def summarise(task: str, doc: dict[str, Any], extra_metrics: tuple[str, ...] = ()) -> list[dict]:
+    """The demo table of one task's study (``study.json``): mean ± std of the metric per role, the paired per-seed
+    difference of each KD row to its baseline, gap closed, model costs, flags.
+
+    A trivial row comes first; a model row that does not beat it is flagged, and so is a student above its teacher.
     """
-    values = {
-        role: [m.get(exp.metric, float("nan")) for m in r["metrics"]]
-        for role, r in rows.items()
-        if not role.startswith("_")
-    }
-    teacher, trivial = statistics.mean(values["teacher"]), rows["_trivial"]
+    metric, which = doc["metric"], doc.get("score", "final")
+    roles = {"teacher": (doc["teacher"]["runs"], None)}
+    roles |= {b: (r["runs"], None) for b, r in doc["baselines"].items()}
+    roles |= {v: (r["runs"], r["baseline"]) for v, r in doc["variants"].items()}
+    scores = {role: _scores(runs, metric, which) for role, (runs, _) in roles.items()}
+    teacher, trivial = statistics.mean(scores["teacher"].values()), doc["trivial"]["score"]
     table = [
-        {"task": exp.task, "run": "trivial", "metric": exp.metric, "mean": trivial, "std": 0.0, "seeds": 1}
+        {"task": task, "run": "trivial", "metric": metric, "mean": trivial, "std": 0.0, "seeds": 1}
         | {"delta": None, "wins": None, "gap_closed": None, "params_M": None, "gflops": None, "cpu_latency_ms": None}
         | {"flags": [], "baseline": None}
     ]
-    for role, r in rows.items():
-        if role.startswith("_"):
+    for role, (runs, baseline) in roles.items():
+        by_seed = scores[role]
+        v = [by_seed[s] for s in sorted(by_seed, key=int)]
+        if not v:
             continue
-        v, baseline = values[role], r.get("baseline")
         delta = wins = gap = None
         if baseline is not None:
-            diffs = [a - b for a, b in zip(v, values[baseline])]  # paired by seed
-            delta = (statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0)
+            paired = [s for s in sorted(by_seed, key=int) if s in scores[baseline]]
+            diffs = [by_seed[s] - scores[baseline][s] for s in paired]
+            delta = (statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0) if diffs else None
             wins = sum(d > 0 for d in diffs)
-            gap = gap_closed(statistics.mean(v), statistics.mean(values[baseline]), teacher)
+            gap = gap_closed(statistics.mean(v), statistics.mean(scores[baseline].values()), teacher)
         flags = []
         if statistics.mean(v) <= trivial:
             flags.append("not above trivial")
         if role != "teacher" and statistics.mean(v) > teacher:
             flags.append("above its teacher")
-        cost = profile_model(r["module"].student, input_size, runs=5)
+        cost = doc.get("profile", {}).get(role, {})
+        extra = {m: statistics.mean(_scores(runs, m, which).values() or [float("nan")]) for m in extra_metrics}
         table.append(
-            {
-                "task": exp.task,
-                "run": role,
-                "metric": exp.metric,
-                "mean": statistics.mean(v),
-                "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                "seeds": len(v),
-                "values": v,
-                "baseline": baseline,
-                "delta": delta,
-                "wins": wins,
-                "gap_closed": gap,
-                "flags": flags,
-                **{k: cost[k] for k in ("params_M", "gflops", "cpu_latency_ms")},
-                **{m: statistics.mean(x.get(m, float("nan")) for x in r["metrics"]) for m in exp.extra_metrics},
-            }
-        )
+            {"task": task, "run": role, "metric": metric, "mean": statistics.mean(v),
+             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "seeds": len(v), "values": v, "baseline": baseline,
+             "delta": delta, "wins": wins, "gap_closed": gap, "flags": flags, "params_M": cost.get("params_m"),
+             "gflops": cost.get("gflops"), "cpu_latency_ms": cost.get("latency_ms"), **extra}
+        )  # fmt: skip
     return table
 
 
