@@ -30,6 +30,7 @@ TOOLS = {
     "evaluate": ("kd_suite.tools.evaluate", "score prediction files against ground truth with the official protocol"),
     "profile": ("kd_suite.tools.profile", "params, GFLOPs and CPU latency of the student and teacher of a config"),
     "demo": ("kd_suite.tools.demo", "teacher → baseline → KD student on built-in synthetic data, with a report"),
+    "calibrate": ("kd_suite.tools.calibrate", "weights giving each KD term a chosen share of the task gradient norm"),
 }
 
 
