@@ -32,6 +32,7 @@ TOOLS = {
     "study": ("kd_suite.tools.study", "teacher, baselines and KD variants over seeds in one command, with a report"),
     "demo": ("kd_suite.tools.demo", "teacher → baseline → KD student on built-in synthetic data, with a report"),
     "export": ("kd_suite.tools.export", "the trained student as safetensors + ONNX, checked against PyTorch"),
+    "calibrate": ("kd_suite.tools.calibrate", "weights giving each KD term a chosen share of the task gradient norm"),
 }
 
 
