@@ -1,8 +1,8 @@
 """``kd-suite`` command line: LightningCLI for fit/validate/test plus the suite's own tools.
 
 ``kd-suite fit --config X.yaml`` builds the Distiller and DataModule named by ``class_path`` in the config; unknown or
-misspelled keys are rejected before anything is built. ``kd-suite predict|export|calibrate|study|data|evaluate|profile|demo``
-are plain commands (``predict`` and ``export`` need only a checkpoint: no config, no dataset, no teacher).
+misspelled keys are rejected before anything is built. The tools in :data:`TOOLS` (predict, export, calibrate, study,
+data, evaluate, profile, demo) are plain commands; ``predict`` and ``export`` need only a checkpoint.
 """
 
 from __future__ import annotations
