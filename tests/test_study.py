@@ -50,6 +50,7 @@ def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "baseline": str(student),
         "variants": {"KL+hint": {"config": str(kd), "ablate": True}},
         "grid": {"KL+hint": {"losses.kl.init_args.weight": [0.5]}},
+        "calibrate": {"variant": "KL+hint", "share": 0.5, "batches": 2},
     }
     path = tmp / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -58,7 +59,8 @@ def study_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_study_file_expands_ablations_and_grids(study_file, tmp_path):
     study = load_study(study_file, tmp_path)
-    assert list(study.variants) == ["KL+hint", "KL+hint kl.weight=0.5", "KL+hint only hint", "KL+hint only kl"]
+    assert list(study.variants) == [
+        "KL+hint", "KL+hint kl.weight=0.5", "KL+hint only hint", "KL+hint only kl", "KL+hint calibrated"]  # fmt: skip
     ablation = study.variants["KL+hint only kl"]
     assert ablation.kind == "ablation" and ablation.of == "KL+hint" and ablation.terms == ["kl"]
     assert list(yaml.safe_load(ablation.config.read_text())["model"]["init_args"]["losses"]) == ["kl"]
@@ -75,7 +77,8 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     assert main(["study", "--config", str(study_file)]) == 0
     out = tmp_path / "tiny"
     runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json"))
-    assert runs == ["kl_hint/seed0", "kl_hint/seed1", "kl_hint_kl.weight=0.5/seed0", "kl_hint_kl.weight=0.5/seed1",
+    assert runs == ["kl_hint/seed0", "kl_hint/seed1", "kl_hint_calibrated/seed0", "kl_hint_calibrated/seed1",
+                    "kl_hint_kl.weight=0.5/seed0", "kl_hint_kl.weight=0.5/seed1",
                     "kl_hint_only_hint/seed0", "kl_hint_only_hint/seed1", "kl_hint_only_kl/seed0",
                     "kl_hint_only_kl/seed1", "student/seed0", "student/seed1", "teacher"]  # fmt: skip
     kd = json.loads((out / "kl_hint" / "seed1" / "metrics.json").read_text())
@@ -83,8 +86,12 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     config = yaml.safe_load((out / "kl_hint" / "seed1" / "config.yaml").read_text())
     assert config["model"]["init_args"]["teacher_ckpt"] == str(out / "teacher" / "checkpoints" / "last.ckpt")
     assert config["seed_everything"] == 1
+    weights = json.loads((out / "calibration.json").read_text())["suggested_weights"]
+    calibrated = yaml.safe_load((out / "kl_hint_calibrated" / "seed0" / "config.yaml").read_text())
+    used = {k: v["init_args"]["weight"] for k, v in calibrated["model"]["init_args"]["losses"].items()}
+    assert used == pytest.approx(weights, rel=1e-5) and set(weights) == {"kl", "hint"}
     doc = json.loads((out / "study.json").read_text())
-    assert set(doc["variants"]) == {"KL+hint", "KL+hint kl.weight=0.5", "KL+hint only hint", "KL+hint only kl"}
+    assert len(doc["variants"]) == 5 and doc["variants"]["KL+hint calibrated"]["kind"] == "calibrated"
     assert doc["profile"]["student"]["params_m"] > 0 and doc["trivial"]["score"] >= 0
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
     capsys.readouterr()

@@ -25,6 +25,28 @@ from .spec import Study, Variant, slug
 PER_ITEM = {"val/mIoU": "val/iou/", "val/PCKh": "val/PCKh/", "val/mAP50": "val/AP/", "val/mAP": "val/AP/"}
 
 
+def calibrate_run(config: str, overrides: list[str], share: float, batches: int, out: str) -> dict[str, float]:
+    """``kd-suite calibrate`` of a variant (a study job): the term weights giving each term ``share`` of the task
+    gradient norm, also written to ``out``."""
+    from ..tools.calibrate import main as calibrate
+
+    args = ["--config", config, "--share", str(share), "--batches", str(batches), "--out", out, "--device", "cpu"]
+    if calibrate([*args, *[o for o in overrides if not o.startswith("--role")]]) != 0:
+        raise RuntimeError(f"kd-suite calibrate failed for {config}")
+    return json.loads(Path(out).read_text())["suggested_weights"]
+
+
+def weight_overrides(weights: dict[str, float]) -> list[str]:
+    """Command-line overrides setting each term's weight."""
+    return [f"--model.init_args.losses.{name}.init_args.weight={w:.6g}" for name, w in weights.items()]
+
+
+def calibrated_fit_run(results: dict[str, dict[str, float]], **kwargs: Any) -> dict:
+    """:func:`fit_run` with the weights of the calibration job it runs after."""
+    (weights,) = results.values()
+    return fit_run(**(kwargs | {"overrides": [*kwargs["overrides"], *weight_overrides(weights)]}))
+
+
 def fit_run(config: str, run_dir: str, seed: int, overrides: list[str], experiment: str, run_name: str) -> dict:
     """One ``kd-suite fit`` of the study (a job of :func:`~kd_suite.tools.schedule.run_jobs`); resumes a killed run.
 
@@ -77,6 +99,11 @@ class StudyPlan:
             entry = self._entry(str(variant.config), [*common, *variant.overrides], role, self._seed_dirs(name))
             if variant.terms:
                 entry["overrides"] += teacher
+            if variant.kind == "calibrated":
+                entry["calibrated"] = True
+                if self.calibration.is_file():  # measured by an earlier call
+                    weights = json.loads(self.calibration.read_text())["suggested_weights"]
+                    entry["overrides"] += weight_overrides(weights)
             self.runs[name] = entry | {"variant": variant}
 
     def _seed_dirs(self, name: str) -> dict[int, Path]:

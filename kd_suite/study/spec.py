@@ -4,6 +4,7 @@ A study names a teacher (a config to train, or a checkpoint), the baseline stude
 seeds; ``kd-suite study`` (:mod:`kd_suite.study.runner`) trains every run and writes the report. Example::
 
     name: parsing_dist                     # runs/<name>/..., the W&B group of every run
+    calibrate: {variant: DIST+GSKD, share: 0.5}   # adds "DIST+GSKD calibrated" (kd-suite calibrate's weights)
     seeds: [0, 1, 2]
     overrides: [--trainer.max_epochs=2]    # added to every run (dotted keys, as on the kd-suite fit command line)
     teacher: configs/demo/parsing_teacher.yaml        # or {ckpt: runs/.../last.ckpt, score: 41.2}
@@ -144,7 +145,25 @@ def load_study(path: str | Path, out_root: Path) -> Study:
     for key, value in (data.get("variants") or {}).items():
         if isinstance(value, dict) and value.get("ablate"):
             _add_ablations(study, study.variants[str(key)], out)
+    if study.calibrate is not None:
+        _add_calibrated(study, where)
     return study
+
+
+def _add_calibrated(study: Study, where: str) -> None:
+    """``calibrate: {variant: NAME, share: 0.5, batches: 8}``: NAME with the weights of ``kd-suite calibrate``."""
+    spec = study.calibrate if isinstance(study.calibrate, dict) else {"variant": study.calibrate}
+    parent = study.variants.get(str(spec.get("variant")))
+    if parent is None or not parent.terms:
+        raise StudyError(f"{where}: calibrate.variant {spec.get('variant')!r} is not a listed KD variant")
+    study.calibrate = {
+        "variant": parent.name,
+        "share": float(spec.get("share", 0.5)),
+        "batches": int(spec.get("batches", 8)),
+    }
+    name = f"{parent.name} calibrated"
+    study.variants[name] = Variant(name, parent.config, list(parent.overrides), parent.baseline, parent.terms,
+                                   "calibrated", parent.name)  # fmt: skip
 
 
 def _add_variant(study: Study, name: str, spec: dict[str, Any], where: str, existing: Any) -> None:
