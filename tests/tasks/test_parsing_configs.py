@@ -78,6 +78,7 @@ def test_fast_dev_run(config: Path, workdir: Path, monkeypatch: pytest.MonkeyPat
 
 def test_teacher_checkpoint_round_trip(workdir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(workdir)
+    monkeypatch.delenv("KD_SUITE_RUNS")  # runs/ of the working directory, where the KD config's teacher_ckpt points
     teacher_cfg, kd_cfg = (
         str(REPO / "configs" / "parsing" / f"{n}.yaml") for n in ("synthetic_teacher", "synthetic_dist")
     )
