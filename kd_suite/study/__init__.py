@@ -1,0 +1,1 @@
+"""Studies: a teacher, baseline students and KD variants trained over several seeds, compared in one report."""
