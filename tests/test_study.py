@@ -77,10 +77,11 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     assert main(["study", "--config", str(study_file)]) == 0
     out = tmp_path / "tiny"
     runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json"))
-    assert runs == ["kl_hint/seed0", "kl_hint/seed1", "kl_hint_calibrated/seed0", "kl_hint_calibrated/seed1",
+    assert runs == ["baseline/seed0", "baseline/seed1", "kl_hint/seed0", "kl_hint/seed1", "kl_hint_calibrated/seed0",
+                    "kl_hint_calibrated/seed1",
                     "kl_hint_kl.weight=0.5/seed0", "kl_hint_kl.weight=0.5/seed1",
                     "kl_hint_only_hint/seed0", "kl_hint_only_hint/seed1", "kl_hint_only_kl/seed0",
-                    "kl_hint_only_kl/seed1", "student/seed0", "student/seed1", "teacher"]  # fmt: skip
+                    "kl_hint_only_kl/seed1", "teacher"]  # fmt: skip
     kd = json.loads((out / "kl_hint" / "seed1" / "metrics.json").read_text())
     assert kd["role"] == "kd" and kd["experiment"] == "tiny"
     config = yaml.safe_load((out / "kl_hint" / "seed1" / "config.yaml").read_text())
@@ -92,7 +93,13 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     assert used == pytest.approx(weights, rel=1e-5) and set(weights) == {"kl", "hint"}
     doc = json.loads((out / "study.json").read_text())
     assert len(doc["variants"]) == 5 and doc["variants"]["KL+hint calibrated"]["kind"] == "calibrated"
-    assert doc["profile"]["student"]["params_m"] > 0 and doc["trivial"]["score"] >= 0
+    assert doc["profile"]["baseline"]["params_m"] > 0 and doc["trivial"]["score"] >= 0
+    report = (out / "report.md").read_text()
+    assert "KL+hint only kl" in report and "95 %" in report and "| teacher" in report
+    plots = sorted((out / "plots").glob("*.png"))
+    assert len(plots) >= 3 and all(p.stat().st_size > 5_000 for p in plots)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= len(plots) and '<img src="plots/' not in html
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
     capsys.readouterr()
     assert main(["study", "--config", str(study_file)]) == 0  # everything is done: nothing is trained again

@@ -86,10 +86,9 @@ class StudyPlan:
         self.runs: dict[str, dict[str, Any]] = {}  # role → {"config", "overrides", "dirs": {seed: dir}, "kind", ...}
         self.teacher_ckpt = study.teacher_ckpt
         if study.teacher_config is not None:
-            seed = study.seeds[0]
-            self.runs["teacher"] = self._entry(
-                str(study.teacher_config), common, "teacher", {seed: self.dir / "teacher"}
-            )
+            dirs = {study.seeds[0]: self.dir / "teacher"}  # one teacher for every seed of its students
+            teacher_args = [*common, *study.teacher_overrides]
+            self.runs["teacher"] = self._entry(str(study.teacher_config), teacher_args, "teacher", dirs)
             self.teacher_ckpt = self.dir / "teacher" / "checkpoints" / "last.ckpt"
         for name, config in study.baselines.items():
             self.runs[name] = self._entry(str(config), common, "baseline", self._seed_dirs(name))
@@ -129,8 +128,26 @@ class StudyPlan:
                 key = f"{name}/teacher" if role == "teacher" else f"{name}/{slug(role)}/seed{seed}"
                 kwargs = {"config": run["config"], "run_dir": str(run_dir), "seed": seed}
                 kwargs |= {"overrides": run["overrides"], "experiment": self.study.name, "run_name": slug(role)}
-                jobs.append(Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=self.cost(role)))
+                job = Job(key, fit_run, kwargs, run_dir / "fit.log", after, cost=self.cost(role))
+                if run.get("calibrated") and not self.calibration.is_file():  # weights from the calibration job
+                    job.fn, job.after, job.pass_results = calibrated_fit_run, (f"{name}/calibrate",), True
+                jobs.append(job)
+        if any(j.pass_results for j in jobs):
+            jobs.append(self._calibration_job(teacher_pending))
         return jobs
+
+    @property
+    def calibration(self) -> Path:
+        """Where the calibrated variant's weights are kept (``kd-suite calibrate --out``)."""
+        return self.dir / "calibration.json"
+
+    def _calibration_job(self, teacher_pending: bool) -> Job:
+        spec, name = self.study.calibrate or {}, self.study.name
+        run = self.runs[spec["variant"]]
+        kwargs = {"config": run["config"], "overrides": run["overrides"], "share": spec["share"]}
+        kwargs |= {"batches": spec["batches"], "out": str(self.calibration)}
+        after = (f"{name}/teacher",) if teacher_pending else ()
+        return Job(f"{name}/calibrate", calibrate_run, kwargs, self.dir / "calibrate.log", after, cost=0.2)
 
     def cost(self, role: str) -> float:
         """Expected seconds of one run of ``role`` (only the order of the jobs depends on it)."""
