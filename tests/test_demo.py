@@ -14,7 +14,8 @@ def _demo(out, data, *extra):
 
 
 def test_demo_parsing_end_to_end(tmp_path, capsys):
-    """In this process (``--parallel 0``): data, the four runs, report rows and picture; then the same on 2 workers."""
+    """In this process (``--parallel 0``): data, the four runs, report rows, the study report and picture; then the
+    same on 2 workers, and a third call that trains nothing again."""
     out, data = tmp_path / "demo", tmp_path / "synthetic"
     code = _demo(out, data, "--parallel", "0")
     assert code == 0
@@ -32,7 +33,8 @@ def test_demo_parsing_end_to_end(tmp_path, capsys):
     assert all(r["gap_closed"] is None and r["delta"] is None for r in rows[:3])
     for r in rows[3:]:  # KD rows: paired per-seed difference to their own baseline
         assert r["baseline"] == "baseline" and r["delta"][0] == r["values"][0] - rows[2]["values"][0]
-    assert (out / "parsing_predictions.png").stat().st_size > 10_000
+    assert (out / "parsing" / "predictions.png").stat().st_size > 10_000
+    assert (out / "parsing" / "report.html").is_file() and len(list((out / "parsing" / "plots").glob("*.png"))) >= 3
     printed = capsys.readouterr().out
     assert "| parsing | baseline | mIoU |" in printed and (out / "report.md").read_text().strip() in printed
 
@@ -43,6 +45,11 @@ def test_demo_parsing_end_to_end(tmp_path, capsys):
     logs = {p.relative_to(tmp_path / "pool" / "parsing").parts[0] for p in tmp_path.glob("pool/parsing/**/fit.log")}
     assert logs == {"teacher", "baseline", "dist", "dist_gskd"}, "one log per run"
     assert "Epoch 0" in (tmp_path / "pool/parsing/dist/seed0/fit.log").read_text(), "a run's output is in its log"
+    capsys.readouterr()
+    assert _demo(tmp_path / "pool", data, "--parallel", "2") == 0  # finished runs are not trained again
+    assert "0 runs" in capsys.readouterr().out
+    again = json.loads((tmp_path / "pool" / "report.json").read_text())
+    assert [(r["run"], r["mean"]) for r in again] == [(r["run"], r["mean"]) for r in pool]
 
 
 def test_format_table_gap_closed():
