@@ -73,9 +73,10 @@ def test_study_file_expands_ablations_and_grids(study_file, tmp_path):
 
 
 def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KD_SUITE_RUNS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KD_SUITE_RUNS", "runs")  # relative, as by default
     assert main(["study", "--config", str(study_file)]) == 0
-    out = tmp_path / "tiny"
+    out = tmp_path / "runs" / "tiny"
     runs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("metrics.json"))
     assert runs == ["baseline/seed0", "baseline/seed1", "kl_hint/seed0", "kl_hint/seed1", "kl_hint_calibrated/seed0",
                     "kl_hint_calibrated/seed1",
@@ -85,7 +86,7 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     kd = json.loads((out / "kl_hint" / "seed1" / "metrics.json").read_text())
     assert kd["role"] == "kd" and kd["experiment"] == "tiny"
     config = yaml.safe_load((out / "kl_hint" / "seed1" / "config.yaml").read_text())
-    assert config["model"]["init_args"]["teacher_ckpt"] == str(out / "teacher" / "checkpoints" / "last.ckpt")
+    assert config["model"]["init_args"]["teacher_ckpt"] == "runs/tiny/teacher/checkpoints/last.ckpt"
     assert config["seed_everything"] == 1
     weights = json.loads((out / "calibration.json").read_text())["suggested_weights"]
     calibrated = yaml.safe_load((out / "kl_hint_calibrated" / "seed0" / "config.yaml").read_text())
@@ -94,8 +95,10 @@ def test_study_runs_once_and_reports(study_file, tmp_path, monkeypatch, capsys):
     doc = json.loads((out / "study.json").read_text())
     assert len(doc["variants"]) == 5 and doc["variants"]["KL+hint calibrated"]["kind"] == "calibrated"
     assert doc["profile"]["baseline"]["params_m"] > 0 and doc["trivial"]["score"] >= 0
+    assert doc["teacher"]["runs"] == {"0": "teacher"}  # run folders relative to the study folder
     report = (out / "report.md").read_text()
     assert "KL+hint only kl" in report and "95 %" in report and "| teacher" in report
+    assert "Every listed run has a score." in report and "not drawn" not in report
     plots = sorted((out / "plots").glob("*.png"))
     assert len(plots) >= 3 and all(p.stat().st_size > 5_000 for p in plots)
     html = (out / "report.html").read_text()

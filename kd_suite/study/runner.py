@@ -15,6 +15,7 @@ the experiment name, hence one W&B group, with job type teacher / baseline / kd.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,13 @@ def run_study(plan: StudyPlan, parallel: int = 0, say: Any = print) -> dict[str,
 
 
 def _seed_runs(plan: StudyPlan, role: str) -> dict[str, str]:
-    return {str(s): str(d) for s, d in plan.runs[role]["dirs"].items() if plan.done(d)}
+    """Seed → finished run folder, relative to the study folder (the study stays valid when moved)."""
+    return {str(s): os.path.relpath(d, plan.dir) for s, d in plan.runs[role]["dirs"].items() if plan.done(d)}
+
+
+def run_path(study_dir: Path, path: str) -> Path:
+    """A run folder of ``study.json``: absolute, or relative to the study folder."""
+    return Path(path) if Path(path).is_absolute() else study_dir / path
 
 
 def describe_study(plan: StudyPlan) -> dict[str, Any]:
@@ -181,7 +188,7 @@ def describe_study(plan: StudyPlan) -> dict[str, Any]:
     study, first = plan.study, next(iter(plan.study.baselines))
     metric = study.metric
     if metric is None:
-        done = [Path(d) for d in _seed_runs(plan, first).values()]
+        done = [run_path(plan.dir, d) for d in _seed_runs(plan, first).values()]
         metric = json.loads((done[0] / "metrics.json").read_text())["monitor"] if done else "val/loss"
     doc: dict[str, Any] = {"name": study.name, "metric": metric, "metric_label": metric.split("/", 1)[-1]}
     doc |= {"unit": "percent", "score": study.score, "per_item_prefix": PER_ITEM.get(metric, "")}

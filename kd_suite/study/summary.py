@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .runner import StudyPlan, describe_study
+from .runner import StudyPlan, describe_study, run_path
 
 
 def _build(config: str, overrides: list[str]) -> Any:
@@ -72,7 +72,7 @@ def _grid(plan: StudyPlan, doc: dict[str, Any], ckpts: dict[str, Path], datamodu
     metric, which = doc["metric"], doc["score"]
 
     def mean_score(role: str) -> float:
-        values = [_score(Path(d), metric, which) for d in doc["variants"][role]["runs"].values()]
+        values = [_score(run_path(plan.dir, d), metric, which) for d in doc["variants"][role]["runs"].values()]
         values = [v for v in values if v is not None]
         return statistics.mean(values) if values else float("-inf")
 

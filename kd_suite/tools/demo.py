@@ -139,7 +139,7 @@ def summary(exp: Experiment, plan: StudyPlan) -> list[dict]:
     doc = json.loads(summarise_study(plan).read_text())
     write_report(plan.dir)
     print(f"[demo] {exp.task}: report and plots in {plan.dir}", flush=True)
-    return summarise(exp.task, doc, exp.extra_metrics)
+    return summarise(exp.task, doc, plan.dir, exp.extra_metrics)
 
 
 def make_data(root: Path, formats: list[str], scenes: tuple[int, int]) -> None:

@@ -22,20 +22,21 @@ def gap_closed(kd: float, baseline: float, teacher: float) -> float | None:
     return (kd - baseline) / (teacher - baseline)
 
 
-def _scores(runs: dict[str, str], key: str, which: str) -> dict[str, float]:
-    """Seed → ``key`` of each run's ``metrics.json`` entry ``which`` (``"final"`` or ``"best"``), finished runs only."""
+def _scores(runs: dict[str, str], key: str, which: str, base: Path) -> dict[str, float]:
+    """Seed → ``key`` of each run's ``metrics.json`` entry ``which`` (``"final"`` or ``"best"``), finished runs only;
+    relative run folders are under ``base`` (the study folder)."""
     out = {}
     for seed, run_dir in runs.items():
-        path = Path(run_dir) / "metrics.json"
+        path = (Path(run_dir) if Path(run_dir).is_absolute() else base / run_dir) / "metrics.json"
         entry = json.loads(path.read_text()).get(which) if path.is_file() else None
         if entry and key in entry:
             out[seed] = float(entry[key])
     return out
 
 
-def summarise(task: str, doc: dict[str, Any], extra_metrics: tuple[str, ...] = ()) -> list[dict]:
-    """The demo table of one task's study (``study.json``): mean ± std of the metric per role, the paired per-seed
-    difference of each KD row to its baseline, gap closed, model costs, flags.
+def summarise(task: str, doc: dict[str, Any], base: Path, extra_metrics: tuple[str, ...] = ()) -> list[dict]:
+    """The demo table of one task's study (``study.json`` in ``base``): mean ± std of the metric per role, the paired
+    per-seed difference of each KD row to its baseline, gap closed, model costs, flags.
 
     A trivial row comes first; a model row that does not beat it is flagged, and so is a student above its teacher.
     """
@@ -43,7 +44,7 @@ def summarise(task: str, doc: dict[str, Any], extra_metrics: tuple[str, ...] = (
     roles = {"teacher": (doc["teacher"]["runs"], None)}
     roles |= {b: (r["runs"], None) for b, r in doc["baselines"].items()}
     roles |= {v: (r["runs"], r["baseline"]) for v, r in doc["variants"].items()}
-    scores = {role: _scores(runs, metric, which) for role, (runs, _) in roles.items()}
+    scores = {role: _scores(runs, metric, which, base) for role, (runs, _) in roles.items()}
     teacher, trivial = statistics.mean(scores["teacher"].values()), doc["trivial"]["score"]
     table = [
         {"task": task, "run": "trivial", "metric": metric, "mean": trivial, "std": 0.0, "seeds": 1}
@@ -68,7 +69,7 @@ def summarise(task: str, doc: dict[str, Any], extra_metrics: tuple[str, ...] = (
         if role != "teacher" and statistics.mean(v) > teacher:
             flags.append("above its teacher")
         cost = doc.get("profile", {}).get(role, {})
-        extra = {m: statistics.mean(_scores(runs, m, which).values() or [float("nan")]) for m in extra_metrics}
+        extra = {m: statistics.mean(_scores(runs, m, which, base).values() or [float("nan")]) for m in extra_metrics}
         table.append(
             {"task": task, "run": role, "metric": metric, "mean": statistics.mean(v),
              "std": statistics.stdev(v) if len(v) > 1 else 0.0, "seeds": len(v), "values": v, "baseline": baseline,
