@@ -186,6 +186,9 @@ class KDCLI(LightningCLI):
         root = Path(str(config.get("trainer.default_root_dir") or default_root()))  # holds the experiment folders
         ckpt_path = config.get("ckpt_path")
         if subcommand == "fit":
+            given = Path(str(ckpt_path)) if ckpt_path not in (None, "last") else None
+            if given is not None and given.parent.name == "checkpoints" and not config.get("run_dir"):
+                return RunLayout(experiment, run_name, given.parent.parent, role)  # a run's checkpoint: continue there
             return resolve_layout(root, experiment, run_name, role, config.get("run_dir"), resume=ckpt_path == "last")
         if config.get("run_dir"):
             return RunLayout(experiment, run_name, Path(config["run_dir"]), role)

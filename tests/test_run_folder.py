@@ -67,6 +67,10 @@ def test_fit_writes_one_folder_per_run_and_summarises(tmp_path, capsys):
     assert main(args) == 0  # the same config again: a new version, nothing overwritten
     assert (run.parent / "toy_student-v2" / "metrics.json").is_file()
     assert json.loads((run / "metrics.json").read_text()) == record
+    longer = [*args, "--trainer.max_epochs=4", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    assert main(longer) == 0  # a run's own checkpoint continues in its folder
+    assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())["epochs"]] == [0, 1, 2, 3]
+    assert not (run.parent / "toy_student-v3").exists()
 
 
 def test_wandb_run_is_grouped_typed_tagged_and_named(tmp_path):
