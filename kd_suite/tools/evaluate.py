@@ -2,7 +2,8 @@
 
 Each format is one function ``evaluate_files(gt: Path, pred: Path, **options) -> dict[str, float | dict]`` in the
 metrics module of its task: the same code that validation runs. The JSON printed is strict: an undefined score (NaN,
-e.g. the AP of a class with no ground truth) is written as ``null``.
+e.g. the AP of a class with no ground truth) is written as ``null``; its ``unit`` key gives the scores' unit
+(fractions; PCKh in percent).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ FORMATS = {
     "voc": ("kd_suite.metrics.detection", "evaluate_voc_files", "COCO-style results json vs a VOCdevkit split (mAP)"),
     "coco-bbox": ("kd_suite.metrics.detection", "evaluate_coco_files", "COCO results json vs COCO GT json (mAP)"),
 }
+
+
+#: the unit of the scores each format's evaluator returns, as its official toolkit reports them
+UNITS = {"mpii": "percent (PCKh tables, as the MPII toolkit)"}
 
 
 def json_safe(value: Any) -> Any:
@@ -69,6 +74,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"kd-suite evaluate: {e}", file=sys.stderr)
         return 2
+    if isinstance(result, dict):  # each official toolkit's own convention (kd-suite logs and prints percent)
+        result = {"unit": UNITS.get(args.format, "fraction in [0, 1]"), **result}
     text = json.dumps(json_safe(result), indent=2, allow_nan=False)
     print(text)
     if args.out:

@@ -122,7 +122,7 @@ def test_mpii_evaluate_files_and_cli(tmp_path, capsys):
         )
         == 0
     )
-    assert json.loads(capsys.readouterr().out) == scores
+    assert json.loads(capsys.readouterr().out) == {"unit": "percent (PCKh tables, as the MPII toolkit)", **scores}
     (tmp_path / "short.json").write_text(json.dumps((gt[:3] - 1).tolist()))
     with pytest.raises(ValueError, match="3 predictions for 12"):
         evaluate_files(tmp_path / "gt_valid.mat", tmp_path / "short.json")
@@ -133,7 +133,7 @@ def test_crowdpose_golden_scores_are_exact(real_fixtures, capsys):
     gt, pred = folder / "example_crowdpose_val.json", folder / "example_crowdpose_preds.json"
     assert evaluate_crowdpose_files(gt, pred) == GOLDEN
     assert main(["evaluate", "--format", "crowdpose", "--gt", str(gt), "--pred", str(pred)]) == 0
-    assert json.loads(capsys.readouterr().out) == GOLDEN
+    assert json.loads(capsys.readouterr().out) == {"unit": "fraction in [0, 1]", **GOLDEN}
 
 
 def coco_gt(tmp_path, rng):
@@ -179,7 +179,7 @@ def test_coco_keypoint_ap(tmp_path, capsys):
     assert (
         main(["evaluate", "--format", "coco-keypoints", "--gt", str(path), "--pred", str(tmp_path / "noisy.json")]) == 0
     )
-    assert json.loads(capsys.readouterr().out) == scores
+    assert json.loads(capsys.readouterr().out) == {"unit": "fraction in [0, 1]", **scores}
     with pytest.raises(ValueError, match="not in"):
         evaluate_keypoint_results(path, [{**perfect[0], "image_id": 77}], "coco")
     with pytest.raises(ValueError, match="14 joints"):
