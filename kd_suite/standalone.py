@@ -88,6 +88,24 @@ def _task(module: Distiller) -> str:
     return name
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A ``kd-suite fit`` checkpoint's contents, read with ``weights_only=True`` onto the CPU.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        StandaloneError: the file is not a readable checkpoint or holds no ``state_dict``.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a .ckpt written by kd-suite fit")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise StandaloneError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise StandaloneError(f"{path}: holds no state_dict; give a .ckpt written by kd-suite fit")
+    return state
+
+
 def load_standalone(ckpt: str | Path, input_size: tuple[int, int] | None = None) -> Standalone:
     """Rebuild the student of a ``kd-suite fit`` checkpoint on the CPU, without teacher or data.
 
@@ -100,12 +118,7 @@ def load_standalone(ckpt: str | Path, input_size: tuple[int, int] | None = None)
             weights do not fit the configured student; the message says which and how to fix it.
     """
     path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; give a .ckpt written by kd-suite fit")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise StandaloneError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    state = read_checkpoint(path)
     hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
     if not isinstance(hparams, dict) or "_class_path" not in hparams:
         raise StandaloneError(

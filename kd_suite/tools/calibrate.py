@@ -72,15 +72,13 @@ def parse_shares(specs: list[str] | None, names: list[str]) -> dict[str, float]:
 
 def load_checkpoint(module: Distiller, path: Path) -> None:
     """Load a ``kd-suite fit`` checkpoint's student and adapter weights (the teachers stay the config's)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt {str(path)!r} does not exist; give a .ckpt written by kd-suite fit")
+    from ..standalone import StandaloneError, read_checkpoint
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"--ckpt {str(path)!r} is not a readable kd-suite checkpoint ({err})") from err
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"--ckpt {str(path)!r} holds no state_dict; give a .ckpt written by kd-suite fit")
+        ckpt = read_checkpoint(path)
+    except StandaloneError as err:
+        raise ConfigError(f"--ckpt: {err}") from err
+    state = ckpt["state_dict"]
     module.on_load_checkpoint(ckpt)  # fills in the teachers, warns when they differ from the ones it trained with
     missing, unexpected = module.load_state_dict(state, strict=False)
     bad = [k for k in [*missing, *unexpected] if k.startswith(("student.", "losses."))]
