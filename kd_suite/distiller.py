@@ -61,7 +61,7 @@ class Distiller(EvaluationProtocol, L.LightningModule):
             to Adam as coupled L2).
         scheduler: optional LR scheduler factory.
         scheduler_interval: ``"epoch"`` or ``"step"``.
-        teacher_fast_path: run the teachers' forward through a BN-folded copy (channels_last where faster) that
+        teacher_fast_path: run the teachers' forward through a BN-folded, rewritten, channels_last copy that
             is never a submodule (:mod:`kd_suite.fast_teacher`; outputs equal the plain teacher's within 1e-4
             relative); ``False`` runs the plain teachers, a dict sets :class:`~kd_suite.fast_teacher.FastPathOptions`
             fields (e.g. ``{"compile": true}``, or ``{"autocast": "bf16"}`` on GPU).

@@ -1,10 +1,11 @@
 """The frozen-teacher fast path: a BN-folded copy of each teacher, used only for its forward pass.
 
 A frozen teacher in eval mode is a fixed function, so it can be run as a cheaper program with the same outputs:
-BatchNorms folded into their convolutions (:mod:`kd_suite.models.fold_bn`), channels_last memory format where it is
-faster (oneDNN convolutions and vectorised pooling on CPU, tensor-core layouts on GPU; by default both layouts are
-timed on the first batch), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is built lazily at
-the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or in-place
+BatchNorms folded into their convolutions (:mod:`kd_suite.models.fold_bn`), modules rewritten into exact cheaper forms
+(:mod:`kd_suite.models.frozen_rewrites`: PSP pooling without convolving its upsampled branches, channel-reducing
+transposed convolutions as GEMM + col2im), channels_last memory format (oneDNN convolutions without layout reorders
+on CPU, tensor-core layouts on GPU), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is built
+lazily at the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or in-place
 version), and it is a plain attribute, never a submodule: the teachers themselves, their state dict, the checkpoints
 and the integrity fingerprints are untouched.
 
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .models.fold_bn import FoldReport, fold_batchnorm
+from .models.frozen_rewrites import rewrite_frozen
 
 __all__ = ["FastPathOptions", "TeacherFastPath", "map_tensors", "max_relative_error"]
 
@@ -47,9 +49,11 @@ class FastPathOptions:
 
     Args:
         fold_bn: fold eval-mode BatchNorms into the preceding convolutions (exact up to float rounding).
-        channels_last: run the copy and its input in channels_last memory format; ``None`` times both layouts on
-            the first batch and keeps the faster (channels_last helps large batches, can cost at batch 1). Default
-            ``False``: a timing-based choice would make a run's float results depend on machine load.
+        rewrite: replace modules that have an exact cheaper form (:func:`~kd_suite.models.frozen_rewrites.
+            rewrite_frozen`; exact up to float rounding).
+        channels_last: run the copy and its input in channels_last memory format (default: faster for every
+            shipped teacher at batch 1-8 on CPU, ``benchmarks/kd_step.py``); ``None`` times both layouts on the
+            first batch and keeps the faster (a timing-based choice makes a run's float results depend on load).
         inference_mode: run under ``torch.inference_mode`` and clone the outputs into normal tensors (so losses can
             save them for backward); default plain ``no_grad``, which measures the same on CPU.
         compile: ``torch.compile`` the copy (a one-off compile of tens of seconds on CPU).
@@ -59,7 +63,8 @@ class FastPathOptions:
     """
 
     fold_bn: bool = True
-    channels_last: bool | None = False
+    rewrite: bool = True
+    channels_last: bool | None = True
     inference_mode: bool = False
     compile: bool = False
     autocast: str | None = None
@@ -163,6 +168,7 @@ class _Compiled:
     key: tuple
     runner: Callable[[Tensor], Any] | None
     report: FoldReport | None = None
+    rewrites: list[str] = dataclasses.field(default_factory=list)
     channels_last: bool = False
 
 
@@ -200,6 +206,10 @@ class TeacherFastPath:
         """The fold report of each cached teacher copy (``None`` where it was dropped), in cache order."""
         return [c.report for c in self._cache.values()]
 
+    def rewrites(self) -> list[list[str]]:
+        """The modules each cached teacher copy runs in a rewritten form (qualified names), in cache order."""
+        return [list(c.rewrites) if c.runner is not None else [] for c in self._cache.values()]
+
     def layouts(self) -> list[str]:
         """The memory format each cached copy runs in (``"plain"`` where the fast path was dropped)."""
         return [
@@ -229,6 +239,7 @@ class TeacherFastPath:
             return entry  # not frozen: only a frozen eval-mode teacher is a fixed function
         folded = copy.deepcopy(teacher)
         entry.report = fold_batchnorm(folded) if opts.fold_bn else None
+        entry.rewrites = rewrite_frozen(folded) if opts.rewrite else []
         layouts = [False, True] if opts.channels_last is None else [opts.channels_last]
         candidates = {}
         for cl in layouts:

@@ -69,6 +69,12 @@ class PSPModule(nn.Module):
         pooled = [_resize(b(F.adaptive_avg_pool2d(x, s)), size, "bilinear") for s, b in zip(self.bins, self.branches)]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))  # (B, C_in + n·C_branch, H, W) → (B, C_out, H, W)
 
+    def frozen_form(self) -> nn.Module:
+        """The same function without convolving the upsampled branches, for a frozen copy (teacher fast path)."""
+        from .psp_frozen import FrozenPSP
+
+        return FrozenPSP(self) if not self.training and FrozenPSP.supports(self) else self
+
 
 def _resize(x: Tensor, size: torch.Size | tuple[int, int], mode: str) -> Tensor:
     if mode == "nearest":
