@@ -51,9 +51,10 @@ class FastPathOptions:
         fold_bn: fold eval-mode BatchNorms into the preceding convolutions (exact up to float rounding).
         rewrite: replace modules that have an exact cheaper form (:func:`~kd_suite.models.frozen_rewrites.
             rewrite_frozen`; exact up to float rounding).
-        channels_last: run the copy and its input in channels_last memory format (default: faster for every
-            shipped teacher at batch 1-8 on CPU, ``benchmarks/kd_step.py``); ``None`` times both layouts on the
-            first batch and keeps the faster (a timing-based choice makes a run's float results depend on load).
+        channels_last: run the copy and its input in channels_last memory format (default: a fixed choice, faster
+            with the other steps for every shipped teacher at batch 1-8 on CPU, though alone it costs PSP-R50
+            3-6 % at batch 1-2; ``benchmarks/kd_step.py --ablation``); ``None`` times both layouts on the first batch
+            and keeps the faster (a timing-based choice makes a run's float results depend on load).
         inference_mode: run under ``torch.inference_mode`` and clone the outputs into normal tensors (so losses can
             save them for backward); default plain ``no_grad``, which measures the same on CPU.
         compile: ``torch.compile`` the copy (a one-off compile of tens of seconds on CPU).
