@@ -8,15 +8,16 @@ loader is then timed through:
     loader            train-loader batches, augmentations on (images/s, ms per batch)
     student           student forward + task loss + backward + optimizer step
     teacher_plain     the teachers' forward as before (no_grad, BatchNorms, NCHW)
-    teacher_fast      the frozen-teacher fast path (kd_suite.fast_teacher: BNs folded, exact rewrites, channels_last)
+    teacher_fast      the frozen-teacher fast path (kd_suite.fast_teacher: BNs folded, exact rewrites, only the output
+                      fields the KD terms read, channels_last)
     kd_plain/kd_fast  the full KD step (student + teacher + task and KD terms + backward + step), plain loop
 
 and prints the ratios: teacher plain/fast (target >= 1.3 on CPU), KD step plain/fast, kd_fast / (student +
 teacher_fast) (what distillation adds beyond running both networks), KD step / student step, loader ms per batch /
 KD step, and how far the KD terms move between the plain and the fast teacher (relative). ``--ablation`` also times
-the parts of the fast path alone (fold only, + rewrites, + channels_last, channels_last only, + inference_mode,
-+ torch.compile with ``--compile``). Phases are interleaved call by call so machine-load drift hits each alike;
-medians (and minima) are reported.
+the parts of the fast path alone (every output field computed, fold only, + rewrites, + channels_last, channels_last
+only, + inference_mode, + torch.compile with ``--compile``). Phases are interleaved call by call so machine-load drift
+hits each alike; medians (and minima) are reported.
 
     python benchmarks/kd_step.py [--task all|parsing|pose|detection] [--scale demo|synthetic|real] [--batch 4]
         [--steps 6] [--threads 1] [--workers 2] [--ablation] [--compile] [--config PATH]
@@ -143,10 +144,11 @@ def run_task(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     variants = {"teacher_plain": None, "teacher_fast": fast}
     if args.ablation:
         variants |= {
-            "fold_only": TeacherFastPath(FastPathOptions(rewrite=False, channels_last=False)),
-            "fold+rewrite": TeacherFastPath(FastPathOptions(channels_last=False)),
-            "fold+channels_last": TeacherFastPath(FastPathOptions(rewrite=False)),
-            "channels_last_only": TeacherFastPath(FastPathOptions(fold_bn=False, rewrite=False)),
+            "fast_whole_output": TeacherFastPath(FastPathOptions(prune=False)),
+            "fold_only": TeacherFastPath(FastPathOptions(rewrite=False, channels_last=False, prune=False)),
+            "fold+rewrite": TeacherFastPath(FastPathOptions(channels_last=False, prune=False)),
+            "fold+channels_last": TeacherFastPath(FastPathOptions(rewrite=False, prune=False)),
+            "channels_last_only": TeacherFastPath(FastPathOptions(fold_bn=False, rewrite=False, prune=False)),
             "fast+inference_mode": TeacherFastPath(FastPathOptions(inference_mode=True)),
         }
         if args.compile:
@@ -187,6 +189,7 @@ def run_task(config: Path, args: argparse.Namespace) -> dict[str, Any]:
         "bn_folded": [str(r) for r in fast.reports()],
         "fast_layout": fast.layouts(),
         "rewritten": fast.rewrites(),
+        "not_computed": fast.skipped(),
         "median_ms": {k: round(v, 1) for k, v in med.items()},
         "min_ms": {k: round(v, 1) for k, v in low.items()},
         "loader_img_per_s": round(rate, 1),

@@ -177,10 +177,27 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         return self.student(image)
 
     @torch.no_grad()  # not inference_mode: teacher tensors enter autograd-tracked losses
-    def teacher_forward(self, image: Tensor) -> list[ModelOutput]:
+    def teacher_forward(self, image: Tensor, complete: bool = False) -> list[ModelOutput]:
+        """Every teacher's output for the distillation terms.
+
+        Through the fast path, a teacher may compute only the fields its terms read (:meth:`teacher_fields`); the
+        others are :class:`~kd_suite.outputs.NotComputed`, which raises when used. ``complete=True`` computes all.
+        """
         if self.teacher_fast is not None:
-            return self.teacher_fast(self.teachers, image)
+            return self.teacher_fast(self.teachers, image, None if complete else self.teacher_fields())
         return [t(image) for t in self.teachers]
+
+    def teacher_fields(self) -> list[frozenset[str] | None]:
+        """Per teacher, the output fields the distillation terms read (``None``: all); a term reading the guides
+        reads every teacher whole."""
+        needed: list[frozenset[str] | None] = [frozenset() for _ in self.teachers]
+        for loss in self.losses.values():
+            fields = loss.teacher_fields()
+            if loss.uses_guides:
+                return [None] * len(self.teachers)
+            i = loss.teacher_index
+            needed[i] = None if fields is None or needed[i] is None else needed[i] | fields
+        return needed
 
     def task_loss(self, output: ModelOutput, batch: Any) -> dict[str, Tensor]:
         """Supervised loss terms of the task, by name (summed into the total)."""

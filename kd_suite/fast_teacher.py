@@ -3,17 +3,19 @@
 A frozen teacher in eval mode is a fixed function, so it can be run as a cheaper program with the same outputs:
 BatchNorms folded into their convolutions (:mod:`kd_suite.models.fold_bn`), modules rewritten into exact cheaper forms
 (:mod:`kd_suite.models.frozen_rewrites`: PSP pooling without convolving its upsampled branches, channel-reducing
-transposed convolutions as GEMM + col2im), channels_last memory format (oneDNN convolutions without layout reorders
-on CPU, tensor-core layouts on GPU), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is built
-lazily at the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or in-place
-version), and it is a plain attribute, never a submodule: the teachers themselves, their state dict, the checkpoints
-and the integrity fingerprints are untouched.
+transposed convolutions as GEMM + col2im), restricted to the output fields the distillation terms read where the model
+can skip the rest (``frozen_subset``: YOLOX drops its cls/reg towers for neck-only terms; a skipped field reads as a
+raising :class:`~kd_suite.outputs.NotComputed`), channels_last memory format (oneDNN convolutions without layout
+reorders on CPU, tensor-core layouts on GPU), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is
+built lazily at the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or
+in-place version), and it is a plain attribute, never a submodule: the teachers themselves, their state dict, the
+checkpoints and the integrity fingerprints are untouched.
 
-At every build the copy is checked once against the plain teacher on the incoming batch; if any output tensor differs
-by more than ``check_rtol`` (relative to the tensor's largest magnitude), or the outputs do not have the same fields
-and shapes, the fast path is dropped for that teacher with a warning. Outputs are returned in the standard contiguous
-layout and, under the fast path's own autocast, in fp32; an ambient autocast (Lightning's mixed precision) applies
-to the copy as it does to the plain teacher.
+At every build the copy is checked once against the plain teacher on the incoming batch; if any output tensor differs by
+more than ``check_rtol`` (relative to the tensor's largest magnitude), or the outputs do not have the same fields and
+shapes (over the fields the copy computes), the fast path is dropped for that teacher with a warning. Outputs are
+returned in the standard contiguous layout and, under the fast path's own autocast, in fp32; an ambient autocast
+(Lightning's mixed precision) applies to the copy as it does to the plain teacher.
 
 The switch ``KD_SUITE_TEACHER_FAST_PATH=0`` (environment) turns the fast path off for every run.
 """
@@ -36,6 +38,7 @@ from torch import Tensor, nn
 
 from .models.fold_bn import FoldReport, fold_batchnorm
 from .models.frozen_rewrites import rewrite_frozen
+from .outputs import NotComputed
 
 __all__ = ["FastPathOptions", "TeacherFastPath", "map_tensors", "max_relative_error"]
 
@@ -51,6 +54,8 @@ class FastPathOptions:
         fold_bn: fold eval-mode BatchNorms into the preceding convolutions (exact up to float rounding).
         rewrite: replace modules that have an exact cheaper form (:func:`~kd_suite.models.frozen_rewrites.
             rewrite_frozen`; exact up to float rounding).
+        prune: compute only the output fields the distillation terms declare (``DistillLoss.teacher_fields``) where
+            the model offers ``frozen_subset(fields)``; exact, the computed fields are the same program.
         channels_last: run the copy and its input in channels_last memory format (default: a fixed choice, faster
             with the other steps for every shipped teacher at batch 1-8 on CPU, though alone it costs PSP-R50
             3-6 % at batch 1-2; ``benchmarks/kd_step.py --ablation``); ``None`` times both layouts on the first batch
@@ -65,6 +70,7 @@ class FastPathOptions:
 
     fold_bn: bool = True
     rewrite: bool = True
+    prune: bool = True
     channels_last: bool | None = True
     inference_mode: bool = False
     compile: bool = False
@@ -107,8 +113,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def max_relative_error(reference: Any, other: Any) -> float:
-    """Largest ``max|a − b| / max|a|`` over all tensors of two outputs; ``inf`` when their structure differs."""
+    """Largest ``max|a − b| / max|a|`` over all tensors of two outputs; ``inf`` when their structure differs.
+
+    Fields that ``other`` did not compute (:class:`~kd_suite.outputs.NotComputed`) are left out of the comparison.
+    """
     a, b = _flatten(reference), _flatten(other)
+    for path in [k for k, v in b.items() if isinstance(v, NotComputed)]:
+        a = {k: v for k, v in a.items() if k != path and not k.startswith((f"{path}.", f"{path}#"))}
+        b.pop(path)
     if a.keys() != b.keys():
         return float("inf")
     worst = 0.0
@@ -170,6 +182,7 @@ class _Compiled:
     runner: Callable[[Tensor], Any] | None
     report: FoldReport | None = None
     rewrites: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
     channels_last: bool = False
 
 
@@ -182,7 +195,7 @@ class TeacherFastPath:
 
     def __init__(self, options: FastPathOptions | None = None) -> None:
         self.options = options or FastPathOptions()
-        self._cache: dict[int, _Compiled] = {}
+        self._cache: dict[tuple[int, frozenset[str] | None], _Compiled] = {}
 
     @classmethod
     def from_arg(cls, arg: bool | dict[str, Any] | FastPathOptions | None) -> TeacherFastPath | None:
@@ -211,6 +224,10 @@ class TeacherFastPath:
         """The modules each cached teacher copy runs in a rewritten form (qualified names), in cache order."""
         return [list(c.rewrites) if c.runner is not None else [] for c in self._cache.values()]
 
+    def skipped(self) -> list[list[str]]:
+        """The output fields each cached teacher copy does not compute (``prune``), in cache order."""
+        return [list(c.skipped) if c.runner is not None else [] for c in self._cache.values()]
+
     def layouts(self) -> list[str]:
         """The memory format each cached copy runs in (``"plain"`` where the fast path was dropped)."""
         return [
@@ -218,21 +235,29 @@ class TeacherFastPath:
             for c in self._cache.values()
         ]
 
-    def __call__(self, teachers: Sequence[nn.Module], image: Tensor) -> list[Any]:
-        """Outputs of every teacher on ``image``, through its fast copy where it passed the check."""
-        return [self.forward(t, image) for t in teachers]
+    def __call__(
+        self, teachers: Sequence[nn.Module], image: Tensor, fields: Sequence[frozenset[str] | None] | None = None
+    ) -> list[Any]:
+        """Outputs of every teacher on ``image``, through its fast copy where it passed the check.
 
-    def forward(self, teacher: nn.Module, image: Tensor) -> Any:
-        entry = self._cache.get(id(teacher))
+        ``fields`` (one entry per teacher, ``None``: all) names the output fields that are needed; with ``prune``
+        the others may come back as :class:`~kd_suite.outputs.NotComputed`.
+        """
+        fields = [None] * len(teachers) if fields is None else list(fields)
+        return [self.forward(t, image, f) for t, f in zip(teachers, fields, strict=True)]
+
+    def forward(self, teacher: nn.Module, image: Tensor, fields: frozenset[str] | None = None) -> Any:
+        fields = fields if self.options.prune else None
+        entry = self._cache.get((id(teacher), fields))
         if entry is None or _key(entry.slots) != entry.key:
-            entry = self._cache[id(teacher)] = self._build(teacher, image)
+            entry = self._cache[(id(teacher), fields)] = self._build(teacher, image, fields)
         if entry.runner is None:
             with torch.no_grad():
                 return teacher(image)
         return entry.runner(image)
 
     # ------------------------------------------------------------------ building
-    def _build(self, teacher: nn.Module, image: Tensor) -> _Compiled:
+    def _build(self, teacher: nn.Module, image: Tensor, fields: frozenset[str] | None) -> _Compiled:
         opts = self.options
         slots = _slots(teacher)
         entry = _Compiled(slots, _key(slots), None)
@@ -244,11 +269,15 @@ class TeacherFastPath:
         layouts = [False, True] if opts.channels_last is None else [opts.channels_last]
         candidates = {}
         for cl in layouts:
-            model = copy.deepcopy(folded).to(memory_format=torch.channels_last) if cl else folded
+            model = _restricted(copy.deepcopy(folded).to(memory_format=torch.channels_last) if cl else folded, fields)
             candidates[cl] = (model, self._runner(model, image.device, cl, compiled=False, autocast=False))
         with torch.no_grad(), torch.autocast(image.device.type, enabled=False):  # checked in the weights' dtype
             reference = teacher(image)
-            errors = {cl: max_relative_error(reference, run(image)) for cl, (_, run) in candidates.items()}
+            errors = {}
+            for cl, (_, run) in candidates.items():
+                out = run(image)
+                entry.skipped = _skipped(out)
+                errors[cl] = max_relative_error(reference, out)
         dtype = next(itertools.chain(teacher.parameters(), [image]), image).dtype
         tolerance = max(opts.check_rtol, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else opts.check_rtol
         passed = [cl for cl, error in errors.items() if error <= tolerance]
@@ -284,6 +313,21 @@ class TeacherFastPath:
             return map_tensors(out, lambda t: _finish(t, to_fp32=dtype is not None, copy=opts.inference_mode))
 
         return run
+
+
+def _restricted(model: nn.Module, fields: frozenset[str] | None) -> nn.Module:
+    """``model``'s ``frozen_subset(fields)`` where it offers one that skips something, else ``model`` itself."""
+    subset = getattr(model, "frozen_subset", None)
+    if fields is None or not callable(subset):
+        return model
+    return subset(fields) or model
+
+
+def _skipped(output: Any) -> list[str]:
+    """The fields of a model output that are :class:`~kd_suite.outputs.NotComputed`."""
+    if not dataclasses.is_dataclass(output) or isinstance(output, type):
+        return []
+    return [f.name for f in dataclasses.fields(output) if isinstance(getattr(output, f.name), NotComputed)]
 
 
 def _finish(t: Tensor, to_fp32: bool, copy: bool) -> Tensor:

@@ -114,6 +114,50 @@ def declare_taps(output: type[ModelOutput], **fields: TapInfo | Sequence[TapInfo
     return taps
 
 
+class NotComputed:
+    """Stands in for an output field that a restricted forward skipped (the teacher fast path computes only the
+    fields its distillation terms declare, :meth:`kd_suite.losses.base.DistillLoss.teacher_fields`).
+
+    Indexing, iterating, ``len``, truth-testing or reading an attribute raise an error naming the field, so a term
+    that reads an undeclared field fails at once instead of seeing an empty list.
+
+    Args:
+        field: the skipped field's name.
+    """
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def _fail(self, *_: object) -> None:
+        raise RuntimeError(
+            f"teacher output field {self.field!r} was not computed: the teacher fast path runs only the fields the "
+            "distillation terms declare; declare it in the term's teacher_fields() (or call "
+            "teacher_forward(image, complete=True))"
+        )
+
+    __getitem__ = __iter__ = __len__ = __bool__ = _fail
+
+    def __getattr__(self, name: str) -> None:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._fail()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NotComputed) and other.field == self.field
+
+    def __hash__(self) -> int:
+        return hash(("NotComputed", self.field))
+
+    def __repr__(self) -> str:
+        return f"NotComputed({self.field!r})"
+
+
+def restrict_output(output: ModelOutput, fields: frozenset[str]) -> ModelOutput:
+    """``output`` with every field outside ``fields`` replaced by a :class:`NotComputed` marker (a shallow copy)."""
+    skipped = {f.name: NotComputed(f.name) for f in dataclasses.fields(output) if f.init and f.name not in fields}
+    return dataclasses.replace(output, **skipped)
+
+
 def get_tap(output: ModelOutput, tap: str) -> Tensor:
     """Return the tensor named by ``tap`` (``"field"`` or ``"field.index"``) from a model output.
 
@@ -125,6 +169,8 @@ def get_tap(output: ModelOutput, tap: str) -> Tensor:
         fields = [f.name for f in dataclasses.fields(output)]
         raise KeyError(f"tap {tap!r}: {type(output).__name__} has no field {name!r}; fields are {fields}")
     value = getattr(output, name)
+    if isinstance(value, NotComputed):
+        value._fail()
     if index:
         if not isinstance(value, (list, tuple)):
             raise KeyError(f"tap {tap!r}: field {name!r} is not a list, drop the '.{index}' suffix")

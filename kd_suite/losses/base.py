@@ -88,6 +88,18 @@ class DistillLoss(nn.Module):
     def bind(self, student: TapInfo, teacher: TapInfo) -> None:
         """Create adapters from the static shapes of the two taps. The default needs none."""
 
+    def teacher_fields(self) -> frozenset[str] | None:
+        """The teacher output fields this term reads (``None``: all of them).
+
+        The teacher fast path computes only the union of its terms' fields where the teacher can skip the others
+        (YOLOX skips its cls/reg towers for FSD/FGD/CWD on ``neck.i``); a skipped field reads as a raising
+        :class:`~kd_suite.outputs.NotComputed`. The default is the field of :attr:`teacher_tap`, or every field for
+        terms that read the guides; a term that reads more fields extends it.
+        """
+        if self.uses_guides:
+            return None
+        return frozenset({self.teacher_tap.partition(".")[0]})
+
     def select(self, student: ModelOutput, teacher: ModelOutput) -> tuple[Tensor, Tensor]:
         """Return the (student, teacher) tensors named by the term's taps."""
         return get_tap(student, self.student_tap), get_tap(teacher, self.teacher_tap)

@@ -294,6 +294,13 @@ class GSKDLoss(DistillLoss):
             nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t), nn.ReLU(), nn.Conv2d(c_t, c_t, 1, bias=False)
         )
 
+    def teacher_fields(self) -> frozenset[str] | None:
+        """The feature tap's field, plus the logits field when the teacher-correct filter reads it."""
+        fields = super().teacher_fields()
+        if self.filter_correct and fields is not None:
+            fields = fields | {self.teacher_logits_tap.partition(".")[0]}
+        return fields
+
     def reseed(self, seed: int) -> None:
         """Restart the private generator (replays sampling and permutations from the start)."""
         self.generator = torch.Generator().manual_seed(seed)

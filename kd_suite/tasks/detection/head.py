@@ -48,13 +48,20 @@ class DecoupledHead(nn.Module):
             for conv in [*self.cls_preds, *self.obj_preds]:
                 conv.bias.fill_(bias)
 
-    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    def forward(
+        self, features: list[Tensor], towers: tuple[bool, bool] = (True, True)
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Stems, then the towers ``towers = (cls, reg/obj)`` selects; a skipped tower's lists stay empty (the frozen
+        teacher's restricted forward, :meth:`~kd_suite.tasks.detection.YOLOX.frozen_subset`)."""
+        with_cls, with_reg = towers
         stems, cls, reg, obj = [], [], [], []
         for i, x in enumerate(features):
             x = self.stems[i](x)  # (B, hidden, H_i, W_i): the FSD/FGD tap
-            reg_feat = self.reg_convs[i](x)
             stems.append(x)
-            cls.append(self.cls_preds[i](self.cls_convs[i](x)))  # (B, K, H_i, W_i)
-            reg.append(self.reg_preds[i](reg_feat))  # (B, 4, H_i, W_i)
-            obj.append(self.obj_preds[i](reg_feat))  # (B, 1, H_i, W_i)
+            if with_cls:
+                cls.append(self.cls_preds[i](self.cls_convs[i](x)))  # (B, K, H_i, W_i)
+            if with_reg:
+                reg_feat = self.reg_convs[i](x)  # (B, hidden, H_i, W_i)
+                reg.append(self.reg_preds[i](reg_feat))  # (B, 4, H_i, W_i)
+                obj.append(self.obj_preds[i](reg_feat))  # (B, 1, H_i, W_i)
         return stems, cls, reg, obj

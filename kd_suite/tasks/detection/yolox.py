@@ -15,7 +15,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ...outputs import DetectionOutput, TapInfo, declare_taps
+from ...outputs import DetectionOutput, TapInfo, declare_taps, restrict_output
 from .backbone import CSPDarknet, stage_channels
 from .head import DecoupledHead
 from .pafpn import PAFPN
@@ -86,3 +86,29 @@ class YOLOX(nn.Module):
         features = self.backbone(image)  # [(B, 256w, H/8, W/8), (B, 512w, H/16, W/16), (B, 1024w, H/32, W/32)]
         stems, cls, reg, obj = self.head(self.neck(features))
         return DetectionOutput(features=features, neck=stems, cls=cls, reg=reg, obj=obj)
+
+    def frozen_subset(self, fields: frozenset[str]) -> nn.Module | None:
+        """A module computing only the output ``fields`` (the others are :class:`~kd_suite.outputs.NotComputed`),
+        sharing this model's submodules; ``None`` when every tower is needed.
+
+        ``features`` and ``neck`` cost nothing extra; ``cls`` needs the classification tower, ``reg``/``obj`` the
+        regression tower (≈ 25 % of YOLOX-L's FLOPs together at 640²). Used by the teacher fast path on its private
+        copy, for distillation terms that read only the neck (FSD, FGD, CWD on ``neck.i``).
+        """
+        towers = ("cls" in fields, bool({"reg", "obj"} & fields))
+        return None if all(towers) else _YOLOXSubset(self, towers, fields)
+
+
+class _YOLOXSubset(nn.Module):
+    """YOLOX's forward restricted to some heads' towers (:meth:`YOLOX.frozen_subset`)."""
+
+    def __init__(self, model: YOLOX, towers: tuple[bool, bool], fields: frozenset[str]) -> None:
+        super().__init__()
+        self.model, self.towers = model, towers
+        self.fields = frozenset({"features", "neck"} | fields)
+
+    def forward(self, image: Tensor) -> DetectionOutput:
+        features = self.model.backbone(image)  # [(B, 256w, H/8, W/8), (B, 512w, H/16, W/16), (B, 1024w, H/32, W/32)]
+        stems, cls, reg, obj = self.model.head(self.model.neck(features), towers=self.towers)
+        output = DetectionOutput(features=features, neck=stems, cls=cls, reg=reg, obj=obj)
+        return restrict_output(output, self.fields)

@@ -113,6 +113,11 @@ class CoordDistillLoss(DistillLoss):
             raise ValueError(f"CoordDistillLoss: loss must be 'smooth_l1' or 'l1', got {loss!r}")
         self.loss, self.beta, self.confidence, self.use_visible = loss, beta, confidence, use_visible
 
+    def teacher_fields(self) -> frozenset[str] | None:
+        """The coordinate tap's field, plus ``scores`` when they weight the joints (``confidence``)."""
+        fields = super().teacher_fields()
+        return fields | {"scores"} if self.confidence and fields is not None else fields
+
     def forward(
         self,
         student: PoseOutput,
