@@ -9,15 +9,15 @@ loader is then timed through:
     student           student forward + task loss + backward + optimizer step
     teacher_plain     the teachers' forward as before (no_grad, BatchNorms, NCHW)
     teacher_fast      the frozen-teacher fast path (kd_suite.fast_teacher: BNs folded, exact rewrites, only the output
-                      fields the KD terms read, channels_last)
+                      fields the KD terms read, channels_last, parts traced into frozen TorchScript on CPU)
     kd_plain/kd_fast  the full KD step (student + teacher + task and KD terms + backward + step), plain loop
 
 and prints the ratios: teacher plain/fast (target >= 1.3 on CPU), KD step plain/fast, kd_fast / (student +
 teacher_fast) (what distillation adds beyond running both networks), KD step / student step, loader ms per batch /
 KD step, and how far the KD terms move between the plain and the fast teacher (relative). ``--ablation`` also times
-the parts of the fast path alone (every output field computed, fold only, + rewrites, + channels_last, channels_last
-only, + inference_mode, + torch.compile with ``--compile``). Phases are interleaved call by call so machine-load drift
-hits each alike; medians (and minima) are reported.
+the parts of the fast path alone (untraced, every output field computed, fold only, + rewrites, + channels_last,
+channels_last only, + inference_mode, + torch.compile with ``--compile``). Phases are interleaved call by call so
+machine-load drift hits each alike; medians (and minima) are reported.
 
     python benchmarks/kd_step.py [--task all|parsing|pose|detection] [--scale demo|synthetic|real] [--batch 4]
         [--steps 6] [--threads 1] [--workers 2] [--ablation] [--compile] [--config PATH]
@@ -144,11 +144,14 @@ def run_task(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     variants = {"teacher_plain": None, "teacher_fast": fast}
     if args.ablation:
         variants |= {
-            "fast_whole_output": TeacherFastPath(FastPathOptions(prune=False)),
-            "fold_only": TeacherFastPath(FastPathOptions(rewrite=False, channels_last=False, prune=False)),
-            "fold+rewrite": TeacherFastPath(FastPathOptions(channels_last=False, prune=False)),
-            "fold+channels_last": TeacherFastPath(FastPathOptions(rewrite=False, prune=False)),
-            "channels_last_only": TeacherFastPath(FastPathOptions(fold_bn=False, rewrite=False, prune=False)),
+            "fast_untraced": TeacherFastPath(FastPathOptions(trace=False)),
+            "fast_whole_output": TeacherFastPath(FastPathOptions(prune=False, trace=False)),
+            "fold_only": TeacherFastPath(FastPathOptions(rewrite=False, channels_last=False, prune=False, trace=False)),
+            "fold+rewrite": TeacherFastPath(FastPathOptions(channels_last=False, prune=False, trace=False)),
+            "fold+channels_last": TeacherFastPath(FastPathOptions(rewrite=False, prune=False, trace=False)),
+            "channels_last_only": TeacherFastPath(
+                FastPathOptions(fold_bn=False, rewrite=False, prune=False, trace=False)
+            ),
             "fast+inference_mode": TeacherFastPath(FastPathOptions(inference_mode=True)),
         }
         if args.compile:
@@ -190,6 +193,7 @@ def run_task(config: Path, args: argparse.Namespace) -> dict[str, Any]:
         "fast_layout": fast.layouts(),
         "rewritten": fast.rewrites(),
         "not_computed": fast.skipped(),
+        "traced": fast.traced(),
         "median_ms": {k: round(v, 1) for k, v in med.items()},
         "min_ms": {k: round(v, 1) for k, v in low.items()},
         "loader_img_per_s": round(rate, 1),

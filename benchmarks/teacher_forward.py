@@ -8,12 +8,15 @@ alone and together, interleaved call by call (load drift hits all alike):
     fold             BatchNorms folded into their convolutions
     channels_last    channels_last memory format alone
     fold+channels_last  both
-    fast             the default fast path: fold, and channels_last where it timed faster on the first batch
+    fast_whole       fold, exact rewrites and channels_last, every output field computed, eager
+    fast_untraced    fast_whole computing only the fields the config's KD terms read
+    fast             the default fast path: fast_untraced with its parts traced into frozen TorchScript (CPU)
     fast+inference   the default fast path under torch.inference_mode (outputs cloned into normal tensors)
     fast+compile     the default fast path, torch.compile'd (``--compile``; a one-off compile is excluded)
     fast+bf16        CPU bf16 autocast on top (``--bf16``; not exact, for reference only)
 
-Prints ms per forward (median), plain/variant speed-ups and each variant's largest relative output difference.
+Prints ms per forward (median), plain/variant speed-ups and each variant's largest relative output difference (over
+the fields it computes), the fields the terms read and those the fast copy skips.
 
     python benchmarks/teacher_forward.py [--scale real|synthetic|demo] [--batch 1 8] [--steps 5] [--threads 1]
         [--task parsing pose detection] [--compile] [--bf16]
@@ -52,12 +55,29 @@ def teacher_of(config: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
     return teacher.requires_grad_(False).eval(), tuple(cfg["data"]["init_args"]["input_size"])
 
 
+def term_fields(config: Path) -> frozenset[str] | None:
+    """The first teacher's output fields that the config's distillation terms read (``None``: all)."""
+    specs = (yaml.safe_load(config.read_text())["model"]["init_args"].get("losses") or {}).values()
+    fields: frozenset[str] = frozenset()
+    for spec in specs:
+        module, _, name = spec["class_path"].rpartition(".")
+        loss = getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
+        read = loss.teacher_fields()
+        if loss.uses_guides or read is None:
+            return None
+        fields |= read if loss.teacher_index == 0 else frozenset()
+    return fields
+
+
 def variants(args: argparse.Namespace) -> dict[str, TeacherFastPath | None]:
+    whole = {"rewrite": False, "prune": False, "trace": False}
     out: dict[str, TeacherFastPath | None] = {
         "plain": None,
-        "fold": TeacherFastPath(FastPathOptions(channels_last=False)),
-        "channels_last": TeacherFastPath(FastPathOptions(fold_bn=False, channels_last=True)),
-        "fold+channels_last": TeacherFastPath(FastPathOptions(channels_last=True)),
+        "fold": TeacherFastPath(FastPathOptions(channels_last=False, **whole)),
+        "channels_last": TeacherFastPath(FastPathOptions(fold_bn=False, channels_last=True, **whole)),
+        "fold+channels_last": TeacherFastPath(FastPathOptions(channels_last=True, **whole)),
+        "fast_whole": TeacherFastPath(FastPathOptions(prune=False, trace=False)),
+        "fast_untraced": TeacherFastPath(FastPathOptions(trace=False)),
         "fast": TeacherFastPath(),
         "fast+inference": TeacherFastPath(FastPathOptions(inference_mode=True)),
     }
@@ -68,7 +88,9 @@ def variants(args: argparse.Namespace) -> dict[str, TeacherFastPath | None]:
     return out
 
 
-def measure(teacher: torch.nn.Module, image: torch.Tensor, args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    teacher: torch.nn.Module, image: torch.Tensor, fields: frozenset[str] | None, args: argparse.Namespace
+) -> dict[str, Any]:
     paths = variants(args)
 
     def call(name: str) -> Any:
@@ -77,7 +99,7 @@ def measure(teacher: torch.nn.Module, image: torch.Tensor, args: argparse.Namesp
             torch.autocast("cpu", dtype=torch.bfloat16) if name == "fast+bf16" else torch.autocast("cpu", enabled=False)
         )
         with torch.no_grad(), bf16:
-            return teacher(image) if path is None else path.forward(teacher, image)
+            return teacher(image) if path is None else path.forward(teacher, image, fields)
 
     outputs = {name: call(name) for name in paths}  # warm-up: builds (and compiles) every copy
     times: dict[str, list[float]] = {name: [] for name in paths}
@@ -96,6 +118,10 @@ def measure(teacher: torch.nn.Module, image: torch.Tensor, args: argparse.Namesp
         },
         "bn_folded": str(paths["fast"].reports()[0]),
         "fast_layout": paths["fast"].layouts()[0],
+        "rewritten": paths["fast"].rewrites()[0],
+        "terms_read": "all" if fields is None else sorted(fields),
+        "not_computed": paths["fast"].skipped()[0],
+        "traced": paths["fast"].traced()[0],
     }
 
 
@@ -115,10 +141,12 @@ def main() -> None:
     for task in args.task:
         config = REPO / "configs" / f"{CONFIGS[args.scale][task]}.yaml"
         teacher, size = teacher_of(config)
+        fields = term_fields(config)
         for batch in args.batch:
             image = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
             result = {"config": str(config.relative_to(REPO)), "teacher": type(teacher).__name__}
-            result |= {"input": [batch, 3, *size], "threads": torch.get_num_threads(), **measure(teacher, image, args)}
+            result |= {"input": [batch, 3, *size], "threads": torch.get_num_threads()}
+            result |= measure(teacher, image, fields, args)
             print(json.dumps(result), flush=True)
 
 

@@ -61,10 +61,11 @@ class Distiller(EvaluationProtocol, L.LightningModule):
             to Adam as coupled L2).
         scheduler: optional LR scheduler factory.
         scheduler_interval: ``"epoch"`` or ``"step"``.
-        teacher_fast_path: run the teachers' forward through a BN-folded, rewritten, channels_last copy that
-            is never a submodule (:mod:`kd_suite.fast_teacher`; outputs equal the plain teacher's within 1e-4
-            relative); ``False`` runs the plain teachers, a dict sets :class:`~kd_suite.fast_teacher.FastPathOptions`
-            fields (e.g. ``{"compile": true}``, or ``{"autocast": "bf16"}`` on GPU).
+        teacher_fast_path: run the teachers' forward through a BN-folded, rewritten, channels_last copy (traced
+            into frozen TorchScript on CPU) that computes only the fields the terms read and is never a submodule
+            (:mod:`kd_suite.fast_teacher`; outputs equal the plain teacher's within 1e-4 relative); ``False`` runs
+            the plain teachers, a dict sets :class:`~kd_suite.fast_teacher.FastPathOptions` fields (e.g.
+            ``{"compile": true}``, or ``{"autocast": "bf16"}`` on GPU).
         log_images: validation samples drawn as GT | teacher | student pictures to W&B each epoch (first batch; only
             with a WandbLogger; 0 disables).
     """

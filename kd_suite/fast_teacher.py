@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .models.fold_bn import FoldReport, fold_batchnorm
 from .models.frozen_rewrites import rewrite_frozen
+from .models.frozen_trace import trace_children
 from .outputs import NotComputed
 
 __all__ = ["FastPathOptions", "TeacherFastPath", "map_tensors", "max_relative_error"]
@@ -56,6 +57,10 @@ class FastPathOptions:
             rewrite_frozen`; exact up to float rounding).
         prune: compute only the output fields the distillation terms declare (``DistillLoss.teacher_fields``) where
             the model offers ``frozen_subset(fields)``; exact, the computed fields are the same program.
+        trace: on CPU, run the copy's parts as frozen TorchScript graphs with pre-packed oneDNN weights
+            (:func:`~kd_suite.models.frozen_trace.trace_children`; exact up to float rounding). Traced graphs are
+            shape-specialised, so copies are built and checked per input shape; under an ambient autocast the
+            untraced copy runs. Off with ``compile`` or on other devices.
         channels_last: run the copy and its input in channels_last memory format (default: a fixed choice, faster
             with the other steps for every shipped teacher at batch 1-8 on CPU, though alone it costs PSP-R50
             3-6 % at batch 1-2; ``benchmarks/kd_step.py --ablation``); ``None`` times both layouts on the first batch
@@ -71,6 +76,7 @@ class FastPathOptions:
     fold_bn: bool = True
     rewrite: bool = True
     prune: bool = True
+    trace: bool = True
     channels_last: bool | None = True
     inference_mode: bool = False
     compile: bool = False
@@ -183,6 +189,7 @@ class _Compiled:
     report: FoldReport | None = None
     rewrites: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
+    traced: list[str] = dataclasses.field(default_factory=list)
     channels_last: bool = False
 
 
@@ -195,7 +202,7 @@ class TeacherFastPath:
 
     def __init__(self, options: FastPathOptions | None = None) -> None:
         self.options = options or FastPathOptions()
-        self._cache: dict[tuple[int, frozenset[str] | None], _Compiled] = {}
+        self._cache: dict[tuple[int, frozenset[str] | None, tuple | None], _Compiled] = {}
 
     @classmethod
     def from_arg(cls, arg: bool | dict[str, Any] | FastPathOptions | None) -> TeacherFastPath | None:
@@ -228,6 +235,10 @@ class TeacherFastPath:
         """The output fields each cached teacher copy does not compute (``prune``), in cache order."""
         return [list(c.skipped) if c.runner is not None else [] for c in self._cache.values()]
 
+    def traced(self) -> list[list[str]]:
+        """The parts each cached teacher copy runs as frozen TorchScript graphs (``trace``), in cache order."""
+        return [list(c.traced) if c.runner is not None else [] for c in self._cache.values()]
+
     def layouts(self) -> list[str]:
         """The memory format each cached copy runs in (``"plain"`` where the fast path was dropped)."""
         return [
@@ -248,13 +259,22 @@ class TeacherFastPath:
 
     def forward(self, teacher: nn.Module, image: Tensor, fields: frozenset[str] | None = None) -> Any:
         fields = fields if self.options.prune else None
-        entry = self._cache.get((id(teacher), fields))
+        cache_key = (id(teacher), fields, self._shape_key(image))
+        entry = self._cache.get(cache_key)
         if entry is None or _key(entry.slots) != entry.key:
-            entry = self._cache[(id(teacher), fields)] = self._build(teacher, image, fields)
+            entry = self._cache[cache_key] = self._build(teacher, image, fields)
         if entry.runner is None:
             with torch.no_grad():
                 return teacher(image)
         return entry.runner(image)
+
+    def _traces(self, device: torch.device) -> bool:
+        opts = self.options
+        return opts.trace and not opts.compile and device.type == "cpu"
+
+    def _shape_key(self, image: Tensor) -> tuple | None:
+        """Traced copies are specialised to one input: they are cached per shape, dtype and device."""
+        return (tuple(image.shape), image.dtype, image.device) if self._traces(image.device) else None
 
     # ------------------------------------------------------------------ building
     def _build(self, teacher: nn.Module, image: Tensor, fields: frozenset[str] | None) -> _Compiled:
@@ -270,11 +290,18 @@ class TeacherFastPath:
         candidates = {}
         for cl in layouts:
             model = _restricted(copy.deepcopy(folded).to(memory_format=torch.channels_last) if cl else folded, fields)
-            candidates[cl] = (model, self._runner(model, image.device, cl, compiled=False, autocast=False))
+            eager = model
+            if self._traces(image.device):
+                model = copy.deepcopy(model)
+                x = image.contiguous(memory_format=torch.channels_last) if cl else image
+                with torch.autocast(image.device.type, enabled=False):
+                    entry.traced = trace_children(model, x)
+            runner = self._runner(model, image.device, cl, compiled=False, autocast=False, eager=eager)
+            candidates[cl] = (model, eager, runner)
         with torch.no_grad(), torch.autocast(image.device.type, enabled=False):  # checked in the weights' dtype
             reference = teacher(image)
             errors = {}
-            for cl, (_, run) in candidates.items():
+            for cl, (_, _, run) in candidates.items():
                 out = run(image)
                 entry.skipped = _skipped(out)
                 errors[cl] = max_relative_error(reference, out)
@@ -291,15 +318,23 @@ class TeacherFastPath:
             return entry
         if len(passed) > 1:
             with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
-                entry.channels_last = _faster({cl: candidates[cl][1] for cl in passed}, image)
+                entry.channels_last = _faster({cl: candidates[cl][2] for cl in passed}, image)
         else:
             entry.channels_last = passed[0]
-        model = candidates[entry.channels_last][0]
-        entry.runner = self._runner(model, image.device, entry.channels_last, compiled=opts.compile, autocast=True)
+        model, eager, _ = candidates[entry.channels_last]
+        entry.runner = self._runner(
+            model, image.device, entry.channels_last, compiled=opts.compile, autocast=True, eager=eager
+        )
         return entry
 
     def _runner(
-        self, fast: nn.Module, device: torch.device, channels_last: bool, compiled: bool, autocast: bool
+        self,
+        fast: nn.Module,
+        device: torch.device,
+        channels_last: bool,
+        compiled: bool,
+        autocast: bool,
+        eager: nn.Module | None = None,
     ) -> Callable[[Tensor], Any]:
         opts = self.options
         module = torch.compile(fast) if compiled else fast
@@ -308,8 +343,11 @@ class TeacherFastPath:
         def run(image: Tensor) -> Any:
             x = image.contiguous(memory_format=torch.channels_last) if channels_last else image
             grad_mode = torch.inference_mode() if opts.inference_mode else torch.no_grad()
+            # an ambient autocast (Lightning's mixed precision) applies as to the plain teacher: traced graphs would
+            # ignore it, so the untraced copy runs then
+            ambient = eager is not None and torch.is_autocast_enabled(device.type)
             with grad_mode, torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-                out = module(x)  # an ambient autocast (Lightning's mixed precision) applies as to the plain teacher
+                out = (eager if ambient else module)(x)
             return map_tensors(out, lambda t: _finish(t, to_fp32=dtype is not None, copy=opts.inference_mode))
 
         return run
