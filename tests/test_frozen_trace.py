@@ -11,6 +11,7 @@ from kd_suite.fast_teacher import FastPathOptions, TeacherFastPath, max_relative
 from kd_suite.models.frozen_trace import TracedPart, trace_children
 from kd_suite.outputs import ModelOutput
 from kd_suite.tasks.detection import YOLOX
+from kd_suite.tasks.pose import HeatmapNet
 from kd_suite.teacher import freeze
 
 RTOL = 1e-4
@@ -64,7 +65,7 @@ def test_parts_called_once_with_tensors_are_traced_and_the_rest_walked_into():
 
 def test_the_fast_path_traces_on_cpu_and_builds_one_checked_copy_per_shape():
     teacher = frozen(YOLOX(num_classes=2, variant="nano", width=0.125))
-    path = TeacherFastPath()
+    path = TeacherFastPath(FastPathOptions(trace=True))
     for shape in [(2, 3, 64, 96), (1, 3, 64, 96), (2, 3, 96, 64), (2, 3, 64, 96)]:
         image = torch.randn(shape)
         out = path.forward(teacher, image)
@@ -78,16 +79,25 @@ def test_the_fast_path_traces_on_cpu_and_builds_one_checked_copy_per_shape():
 
 def test_an_ambient_autocast_runs_the_untraced_copy_like_the_plain_teacher():
     teacher = frozen(Parts())
-    path = TeacherFastPath()
+    path = TeacherFastPath(FastPathOptions(trace=True))
     image = torch.randn(2, 3, 16, 16)
     path.forward(teacher, image)
+    assert path.traced() == [["body", "stages.0", "stages.1", "scaled.conv"]]
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         plain, fast = teacher(image), path.forward(teacher, image)
     assert plain.features[0].dtype == fast.features[0].dtype == torch.bfloat16
     assert max_relative_error(plain, fast) <= 0.05  # bf16 rounding; a traced fp32 graph would not be bf16 at all
 
 
-@pytest.mark.parametrize("options", [FastPathOptions(compile=True), FastPathOptions(trace=False)])
+def test_by_default_only_teachers_that_declare_it_are_traced():
+    path, cpu = TeacherFastPath(), torch.device("cpu")
+    assert path._traces(HeatmapNet("test_resnet", num_joints=3), cpu)
+    assert not path._traces(YOLOX(num_classes=2, variant="nano", width=0.125), cpu)
+    assert not path._traces(HeatmapNet("test_resnet", num_joints=3), torch.device("meta"))
+
+
+@pytest.mark.parametrize(
+    "options", [FastPathOptions(compile=True), FastPathOptions(trace=False), FastPathOptions(trace=True, compile=True)]
+)
 def test_tracing_is_off_with_compile_or_when_switched_off(options):
-    assert TeacherFastPath(options)._traces(torch.device("cpu")) is False
-    assert TeacherFastPath()._traces(torch.device("meta")) is False
+    assert TeacherFastPath(options)._traces(HeatmapNet("test_resnet", num_joints=3), torch.device("cpu")) is False

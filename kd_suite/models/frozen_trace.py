@@ -5,7 +5,9 @@ The third step of the frozen-teacher fast path on CPU (after :mod:`kd_suite.mode
 tensors (or lists of tensors) and that returns tensors is traced on the incoming batch, frozen and passed through
 ``torch.jit.optimize_for_inference``: convolution weights are pre-packed into oneDNN's blocked layout once instead of
 being reordered at every call, and convolution + ReLU/add chains run fused. Outputs agree up to float rounding
-(1.1–1.25× on SimpleBaseline-R50's backbone at 256×192 on 2 cores).
+(1.1–1.25× on SimpleBaseline-R50's backbone at 256×192 on 2 cores). Not every network gains: YOLOX (SiLU, large
+maps) runs about 10 % slower traced, so the fast path traces only teachers that declare ``frozen_trace = True``
+unless told otherwise (``FastPathOptions.trace``).
 
 A traced graph is specialised to the input shape it was traced on, so the fast path keys traced copies by input shape
 and checks each against the plain teacher when it is built. Parts called with keyword arguments, more than once, or
