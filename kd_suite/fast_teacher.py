@@ -45,6 +45,7 @@ __all__ = ["FastPathOptions", "TeacherFastPath", "map_tensors", "max_relative_er
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ENV_SWITCH = "KD_SUITE_TEACHER_FAST_PATH"
+MAX_SHAPES = 4  # traced copies kept per teacher (one per input shape), the oldest dropped first
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,9 @@ class TeacherFastPath:
         entry = self._cache.get(cache_key)
         if entry is None or _key(entry.slots) != entry.key:
             entry = self._cache[cache_key] = self._build(teacher, image, fields)
+            shapes = [k for k in self._cache if k[:2] == cache_key[:2] and k != cache_key]
+            for old in shapes[: max(0, len(shapes) + 1 - MAX_SHAPES)]:
+                del self._cache[old]  # multi-scale inputs: keep the latest traced copies only
         if entry.runner is None:
             with torch.no_grad():
                 return teacher(image)

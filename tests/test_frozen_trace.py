@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kd_suite.fast_teacher import FastPathOptions, TeacherFastPath, max_relative_error
+from kd_suite.fast_teacher import MAX_SHAPES, FastPathOptions, TeacherFastPath, max_relative_error
 from kd_suite.models.frozen_trace import TracedPart, trace_children
 from kd_suite.outputs import ModelOutput
 from kd_suite.tasks.detection import YOLOX
@@ -71,6 +71,9 @@ def test_the_fast_path_traces_on_cpu_and_builds_one_checked_copy_per_shape():
         out = path.forward(teacher, image)
         assert max_relative_error(teacher(image), out) <= RTOL, shape
     assert len(path.traced()) == 3 and all("backbone" in t and "neck" in t for t in path.traced())
+    for height in (128, 160, 192, 224):  # multi-scale inputs: only the latest MAX_SHAPES copies are kept
+        path.forward(teacher, torch.randn(1, 3, height, 64))
+    assert len(path.traced()) == MAX_SHAPES
     untraced = TeacherFastPath(FastPathOptions(trace=False))
     untraced.forward(teacher, torch.randn(2, 3, 64, 96))
     untraced.forward(teacher, torch.randn(1, 3, 64, 96))
