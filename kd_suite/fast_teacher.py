@@ -6,10 +6,11 @@ BatchNorms folded into their convolutions (:mod:`kd_suite.models.fold_bn`), modu
 transposed convolutions as GEMM + col2im), restricted to the output fields the distillation terms read where the model
 can skip the rest (``frozen_subset``: YOLOX drops its cls/reg towers for neck-only terms; a skipped field reads as a
 raising :class:`~kd_suite.outputs.NotComputed`), channels_last memory format (oneDNN convolutions without layout
-reorders on CPU, tensor-core layouts on GPU), optionally ``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is
-built lazily at the first forward and rebuilt whenever the teacher's tensors move or change (replacement, storage or
-in-place version), and it is a plain attribute, never a submodule: the teachers themselves, their state dict, the
-checkpoints and the integrity fingerprints are untouched.
+reorders on CPU, tensor-core layouts on GPU), on CPU for teachers that declare ``frozen_trace`` frozen TorchScript parts
+with pre-packed weights (:mod:`kd_suite.models.frozen_trace`; one checked copy per input shape), optionally
+``torch.compile`` and, on GPU, bf16/fp16 autocast. The copy is built lazily at the first forward and rebuilt whenever
+the teacher's tensors move or change (replacement, storage or in-place version), and it is a plain attribute, never a
+submodule: the teachers themselves, their state dict, the checkpoints and the integrity fingerprints are untouched.
 
 At every build the copy is checked once against the plain teacher on the incoming batch; if any output tensor differs by
 more than ``check_rtol`` (relative to the tensor's largest magnitude), or the outputs do not have the same fields and
