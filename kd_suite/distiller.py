@@ -193,10 +193,9 @@ class Distiller(EvaluationProtocol, L.LightningModule):
         reads every teacher whole."""
         needed: list[frozenset[str] | None] = [frozenset() for _ in self.teachers]
         for loss in self.losses.values():
-            fields = loss.teacher_fields()
             if loss.uses_guides:
                 return [None] * len(self.teachers)
-            i = loss.teacher_index
+            fields, i = loss.teacher_fields(), loss.teacher_index
             needed[i] = None if fields is None or needed[i] is None else needed[i] | fields
         return needed
 

@@ -298,9 +298,9 @@ class TeacherFastPath:
         candidates = {}
         for cl in layouts:
             model = _restricted(copy.deepcopy(folded).to(memory_format=torch.channels_last) if cl else folded, fields)
-            eager = model
+            eager = None  # the untraced copy, run under an ambient autocast (traced graphs would ignore it)
             if self._traces(teacher, image.device):
-                model = copy.deepcopy(model)
+                eager, model = model, copy.deepcopy(model)
                 x = image.contiguous(memory_format=torch.channels_last) if cl else image
                 with torch.autocast(image.device.type, enabled=False):
                     entry.traced = trace_children(model, x)
