@@ -12,7 +12,8 @@ alone and together, interleaved call by call (load drift hits all alike):
     fast_untraced    fast_whole computing only the fields the config's KD terms read
     fast             the default fast path: fast_untraced with its parts traced into frozen TorchScript (CPU)
     fast+inference   the default fast path under torch.inference_mode (outputs cloned into normal tensors)
-    fast+compile     the default fast path, torch.compile'd (``--compile``; a one-off compile is excluded)
+    fast+compile     the fast path torch.compile'd with Inductor freezing (``--compile``; the one-off compile is
+                     excluded)
     fast+bf16        CPU bf16 autocast on top (``--bf16``; not exact, for reference only)
 
 Prints ms per forward (median), plain/variant speed-ups and each variant's largest relative output difference (over

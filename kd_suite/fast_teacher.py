@@ -71,7 +71,9 @@ class FastPathOptions:
             and keeps the faster (a timing-based choice makes a run's float results depend on load).
         inference_mode: run under ``torch.inference_mode`` and clone the outputs into normal tensors (so losses can
             save them for backward); default plain ``no_grad``, which measures the same on CPU.
-        compile: ``torch.compile`` the copy (a one-off compile of tens of seconds on CPU).
+        compile: ``torch.compile`` the copy with Inductor's ``freezing`` (weights folded in as constants and, on
+            CPU, pre-packed for oneDNN), checked against the plain teacher like the eager copy; a one-off compile of
+            30-60 s on CPU (SimpleBaseline-R50 at batch 2: plain/compiled 1.6× with freezing, 1.2× without).
         autocast: ``"bf16"`` or ``"fp16"`` autocast on CUDA (not exact: opt-in; ignored on CPU); outputs go back
             to fp32.
         check_rtol: tolerance of the one-off check against the plain teacher (relative to each tensor's max).
@@ -333,6 +335,16 @@ class TeacherFastPath:
         entry.runner = self._runner(
             model, image.device, entry.channels_last, compiled=opts.compile, autocast=True, eager=eager
         )
+        if opts.compile:
+            with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
+                error = max_relative_error(reference, entry.runner(image))  # compiles, then checks the program
+            if error > tolerance:
+                warnings.warn(
+                    f"teacher fast path: the compiled copy of {type(teacher).__name__} differs from the plain teacher "
+                    f"by {error:.3g} (relative, tolerance {tolerance:g}); running the copy uncompiled",
+                    stacklevel=3,
+                )
+                entry.runner = self._runner(model, image.device, entry.channels_last, False, True, eager)
         return entry
 
     def _runner(
@@ -345,7 +357,7 @@ class TeacherFastPath:
         eager: nn.Module | None = None,
     ) -> Callable[[Tensor], Any]:
         opts = self.options
-        module = torch.compile(fast) if compiled else fast
+        module = torch.compile(fast, options={"freezing": True}) if compiled else fast  # frozen: weights are constants
         dtype = _AUTOCAST.get(opts.autocast) if autocast and device.type == "cuda" else None
 
         def run(image: Tensor) -> Any:

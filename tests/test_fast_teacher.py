@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import warnings
@@ -238,6 +239,45 @@ def test_a_copy_that_disagrees_falls_back_to_the_plain_teacher(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.teacher_forward(image)  # decided once per teacher state: no second warning
+
+
+def test_compiled_copy_is_frozen_checked_and_equal_to_the_plain_teacher(monkeypatch):
+    options = []
+    real_compile = torch.compile
+
+    def spy(model, **kwargs):
+        options.append(kwargs.get("options"))
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr("kd_suite.fast_teacher.torch.compile", spy)
+    teacher = _module().teachers[0]
+    path = TeacherFastPath(FastPathOptions(compile=True))
+    image = torch.randn(2, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the compiled program passes its check
+        out = path.forward(teacher, image)
+    assert options == [{"freezing": True}]
+    with torch.no_grad():
+        assert max_relative_error(teacher(image), out) <= RTOL
+
+
+def test_a_compiled_copy_that_disagrees_runs_uncompiled(monkeypatch):
+    def off_by_one(model, **kwargs):
+        def run(x):
+            out = model(x)
+            return dataclasses.replace(out, logits=out.logits + 1.0)
+
+        return run
+
+    monkeypatch.setattr("kd_suite.fast_teacher.torch.compile", off_by_one)
+    teacher = _module().teachers[0]
+    path = TeacherFastPath(FastPathOptions(compile=True))
+    image = torch.randn(2, 3, 16, 16)
+    with pytest.warns(UserWarning, match="compiled copy .* differs"):
+        out = path.forward(teacher, image)
+    with torch.no_grad():
+        assert max_relative_error(teacher(image), out) <= RTOL
+        assert max_relative_error(teacher(image), path.forward(teacher, image)) <= RTOL
 
 
 def test_switches(monkeypatch):
