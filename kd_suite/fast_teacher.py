@@ -336,7 +336,7 @@ class TeacherFastPath:
         entry.runner = self._runner(
             model, image.device, entry.channels_last, compiled=opts.compile, autocast=True, eager=eager
         )
-        if opts.compile and not (opts.autocast and image.device.type == "cuda"):  # autocast: not exact, opt-in
+        if opts.compile and self._own_autocast(image.device) is None:  # under its own autocast: not exact, opt-in
             with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
                 error = max_relative_error(reference, entry.runner(image))  # compiles, then checks the program
             if error > tolerance:
@@ -345,8 +345,14 @@ class TeacherFastPath:
                     f"by {error:.3g} (relative, tolerance {tolerance:g}); running the copy uncompiled",
                     stacklevel=3,
                 )
-                entry.runner = self._runner(model, image.device, entry.channels_last, False, True, eager)
+                entry.runner = self._runner(
+                    model, image.device, entry.channels_last, compiled=False, autocast=True, eager=eager
+                )
         return entry
+
+    def _own_autocast(self, device: torch.device) -> torch.dtype | None:
+        """The dtype of the fast path's own autocast on ``device`` (CUDA only; ``None``: off)."""
+        return _AUTOCAST.get(self.options.autocast) if device.type == "cuda" else None
 
     def _runner(
         self,
@@ -359,7 +365,7 @@ class TeacherFastPath:
     ) -> Callable[[Tensor], Any]:
         opts = self.options
         module = torch.compile(fast, options={"freezing": True}) if compiled else fast  # frozen: weights are constants
-        dtype = _AUTOCAST.get(opts.autocast) if autocast and device.type == "cuda" else None
+        dtype = self._own_autocast(device) if autocast else None
 
         def run(image: Tensor) -> Any:
             x = image.contiguous(memory_format=torch.channels_last) if channels_last else image
